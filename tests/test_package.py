@@ -1,0 +1,57 @@
+"""Packaging facts: version, public API, import side effects, bundled data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import keras_coordatt
+from keras_coordatt.datasets import CIFAR10_CLASSES, load_cifar10_subset
+
+
+def test_version_and_public_api():
+    assert isinstance(keras_coordatt.__version__, str) and keras_coordatt.__version__
+    for name in ("CoordAttention", "SqueezeExcite", "CBAM", "applications"):
+        assert name in keras_coordatt.__all__
+        assert hasattr(keras_coordatt, name)
+
+
+def test_import_has_no_heavy_or_global_side_effects():
+    """`import keras_coordatt` must not import tfmot / tf_keras / TF-Hub / torch, nor flip
+    TF_USE_LEGACY_KERAS (tfmot does on import), so `tf.keras` stays Keras 3 for the user."""
+    code = (
+        "import json, os, sys; import keras_coordatt, keras_coordatt.applications; "
+        "mods = ['tensorflow_model_optimization', 'tf_keras', 'tensorflow_hub', 'torch']; "
+        "print(json.dumps({'loaded': [m for m in mods if m in sys.modules], "
+        "'legacy': os.environ.get('TF_USE_LEGACY_KERAS')}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["KERAS_BACKEND"] = "tensorflow"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"loaded": [], "legacy": None}
+
+
+def test_bundled_cifar10_subset_is_real_and_balanced():
+    images, labels = load_cifar10_subset("test")
+    assert images.shape == (1000, 32, 32, 3) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == [100] * 10
+    # Real photographs, not blank or constant arrays.
+    assert images.std() > 30 and len(np.unique(images[:10])) > 200
+    train_images, train_labels = load_cifar10_subset("train")
+    assert train_images.shape == (4000, 32, 32, 3)
+    assert np.bincount(train_labels).tolist() == [400] * 10
+    assert len(CIFAR10_CLASSES) == 10
+
+
+def test_unknown_split_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="Unknown split 'val'"):
+        load_cifar10_subset("val")
