@@ -1,0 +1,31 @@
+"""keras.applications-style builders: MobileNetV2 / MobileNeXt with Coordinate Attention.
+
+Builders: :func:`MobileNetV2`, :func:`MobileNetV2CA`, :func:`MobileNeXt`, :func:`MobileNeXtCA`.
+Helpers: :func:`preprocess_input`, :func:`decode_predictions` (ImageNet), :func:`feature_extractor`
+(``P1``-``P5`` pyramid), :func:`profile` (params / MAdds), :func:`markdown_table`.
+"""
+
+from keras_coordatt.applications.features import feature_extractor
+from keras_coordatt.applications.imagenet_utils import decode_predictions, preprocess_input
+from keras_coordatt.applications.mobilenet_v2 import MobileNetV2, MobileNetV2CA
+from keras_coordatt.applications.mobilenext import MobileNeXt, MobileNeXtCA
+from keras_coordatt.applications.profiling import (
+    count_madds,
+    count_params,
+    markdown_table,
+    profile,
+)
+
+__all__ = [
+    "MobileNeXt",
+    "MobileNeXtCA",
+    "MobileNetV2",
+    "MobileNetV2CA",
+    "count_madds",
+    "count_params",
+    "decode_predictions",
+    "feature_extractor",
+    "markdown_table",
+    "preprocess_input",
+    "profile",
+]

@@ -1,0 +1,186 @@
+"""MobileNetV2 with optional Coordinate Attention / SE / CBAM: ``houqb/CoordAttention``'s
+``mbv2_ca.py`` (``attention="ca"``) and ``d-li14/mobilenetv2.pytorch`` (``attention=None``).
+
+Network (``ARCHITECTURE.md`` §b, §c), block ``i`` = the upstream ``features.i``:
+
+* ``stem``: 3x3 conv stride 2 (``_make_divisible(32 * alpha)`` channels), BN, ReLU6;
+* ``block1``: t = 1: dw 3x3, BN, ReLU6, 1x1 projection, BN. **No attention in this block.**
+* ``block2`` ... ``block17``: t = 6: 1x1 expansion, BN, ReLU6, dw 3x3 (stride of the stage),
+  BN, ReLU6, **attention** (CA / SE / CBAM, on the down-sampled map), 1x1 projection, BN,
+  residual add when stride 1 and in == out channels;
+* ``head``: 1x1 conv to 1280 channels (``_make_divisible(1280 * alpha)`` only when alpha > 1),
+  BN, ReLU6; then global average pool, dropout, ``predictions``.
+
+Channel widths use ``_make_divisible(c * alpha, d)`` with ``d = 4`` only for ``alpha == 0.1``
+(``d = 8`` otherwise), exactly as the originals.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_coordatt.applications import _blocks
+from keras_coordatt.applications._blocks import make_divisible, width_divisor
+
+FAMILY = "mobilenet_v2"
+
+#: (expansion t, output channels c, repeats n, stride s) of the original code.
+CFG = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def block_plan(alpha: float) -> list[dict]:
+    """Per-block plan ``{"index", "t", "in", "hidden", "out", "stride", "residual"}``.
+
+    Also returns the stem and head widths as entries with index 0 and ``"head"``.
+    """
+    divisor = width_divisor(alpha)
+    channels = make_divisible(32 * alpha, divisor)
+    plan = [{"index": 0, "out": channels, "stride": 2}]
+    index = 1
+    for t, c, n, s in CFG:
+        out = make_divisible(c * alpha, divisor)
+        for repeat in range(n):
+            stride = s if repeat == 0 else 1
+            plan.append(
+                {
+                    "index": index,
+                    "t": t,
+                    "in": channels,
+                    "hidden": round(channels * t),
+                    "out": out,
+                    "stride": stride,
+                    "residual": stride == 1 and channels == out,
+                }
+            )
+            channels = out
+            index += 1
+    head = make_divisible(1280 * alpha, divisor) if alpha > 1.0 else 1280
+    plan.append({"index": "head", "in": channels, "out": head, "stride": 1})
+    return plan
+
+
+def _inverted_residual(blocks: _blocks.Blocks, x, spec: dict, attention, reduction):
+    prefix = f"block{spec['index']}"
+    shortcut = x
+    if spec["t"] != 1:
+        x = blocks.conv_bn(x, spec["hidden"], 1, 1, f"{prefix}_expand", activation=True)
+        x = blocks.depthwise_bn(x, spec["stride"], f"{prefix}_dw", activation=True)
+        x = blocks.attention(x, attention, reduction, prefix)
+    else:
+        # The t = 1 block has no attention in mbv2_ca.py.
+        x = blocks.depthwise_bn(x, spec["stride"], f"{prefix}_dw", activation=True)
+    x = blocks.conv_bn(x, spec["out"], 1, 1, f"{prefix}_project", activation=False)
+    if spec["residual"]:
+        x = keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
+    return x
+
+
+def MobileNetV2(
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    alpha: float = 1.0,
+    include_top: bool = True,
+    weights: str | None = "imagenet",
+    input_tensor=None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    *,
+    attention: str | None = None,
+    reduction: int | None = None,
+    dropout_rate: float = 0.1,
+) -> keras.Model:
+    """MobileNetV2 (Sandler et al. 2018) as in the CA paper's code, optionally with attention.
+
+    ``attention=None`` is d-li14's MobileNetV2 (the paper's baseline, 3,504,872 params at
+    alpha 1.0); ``attention="ca"`` is ``mbv2_ca.py``'s MBV2_CA (3,950,648 params), the model of
+    the official ``mbv2_ca.pth``; ``"se"`` / ``"cbam"`` put SE / CBAM at the same place (after
+    the depthwise conv's ReLU6, before the projection, in blocks 2-17).
+
+    Args:
+        input_shape: ``(rows, cols, channels)`` (``(channels, rows, cols)`` for channels_first);
+            rows/cols may be None, else >= 32. Default ``(224, 224, 3)`` with include_top,
+            ``(None, None, 3)`` without.
+        alpha: width multiplier; any value > 0 (upstream: 0.1, 0.25, 0.35, 0.5, 0.75, 1.0, 1.4).
+        include_top: add global average pooling, dropout and the ``predictions`` Dense layer.
+        weights: None, ``"imagenet"``, a registry preset name or a local ``.pth`` /
+            ``.pth.tar`` / ``.weights.h5`` path (see ``keras_coordatt.weights``).
+        input_tensor: optional Keras tensor to use as the model input.
+        pooling: with ``include_top=False``: None (4-D output ``(N, H/32, W/32, C)``),
+            ``"avg"`` or ``"max"`` (2-D output ``(N, C)``).
+        classes: number of classes of the top.
+        classifier_activation: activation of ``predictions``; None gives logits.
+        name: model name.
+        attention: None, ``"ca"``, ``"se"`` or ``"cbam"``.
+        reduction: attention reduction ratio; None means 32 for CA (paper), 24 for SE / CBAM
+            (gives the paper's 3.89 M params at alpha 1.0).
+        dropout_rate: dropout before the classifier: 0.1 as MBV2_CA (d-li14's code has none;
+            dropout is inactive at inference so it does not change outputs).
+
+    Returns:
+        A ``keras.Model``: ``(N, classes)`` with include_top, else the feature map or its pooled
+        ``(N, C)`` vector; C = 1280 for alpha <= 1.
+    """
+    resolved = _blocks.prepare(
+        family=FAMILY, input_shape=input_shape, alpha=alpha, include_top=include_top,
+        weights=weights, input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, attention=attention, reduction=reduction,
+        dropout_rate=dropout_rate,
+    )
+    alpha, attention = resolved["alpha"], resolved["attention"]
+    blocks = _blocks.Blocks(resolved["data_format"])
+    img_input, inputs = _blocks.make_input(resolved["input_shape"], input_tensor)
+
+    plan = block_plan(alpha)
+    x = blocks.stem(img_input, plan[0]["out"])
+    for spec in plan[1:-1]:
+        x = _inverted_residual(blocks, x, spec, attention, resolved["reduction"])
+    head = plan[-1]
+    x = blocks.conv(x, head["out"], 1, 1, "head_conv")
+    x = blocks.bn(x, "head_bn")
+    x = blocks.relu6(x, "head_relu")
+    x = blocks.top(
+        x, include_top=include_top, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, dropout_rate=dropout_rate,
+    )
+    model = keras.Model(inputs, x, name=_blocks.default_name(FAMILY, attention, alpha, name))
+    return _blocks.finish(
+        model, weights, family=FAMILY, alpha=alpha, attention=attention,
+        reduction=resolved["reduction"], input_shape=resolved["input_shape"],
+    )
+
+
+def MobileNetV2CA(
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    alpha: float = 1.0,
+    include_top: bool = True,
+    weights: str | None = "imagenet",
+    input_tensor=None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    *,
+    reduction: int | None = None,
+    dropout_rate: float = 0.1,
+) -> keras.Model:
+    """MobileNetV2 with Coordinate Attention: ``MobileNetV2(attention="ca")``, the MBV2_CA of
+    ``houqb/CoordAttention`` (3,950,648 params, 306.67 M MAdds at alpha 1.0 and 224x224).
+
+    ``weights="imagenet"`` loads the official ``mbv2_ca.pth`` (alpha 1.0, 74.3 % top-1).
+    Arguments as :func:`MobileNetV2`.
+    """
+    return MobileNetV2(
+        input_shape=input_shape, alpha=alpha, include_top=include_top, weights=weights,
+        input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name, attention="ca",
+        reduction=reduction, dropout_rate=dropout_rate,
+    )

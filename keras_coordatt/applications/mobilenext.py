@@ -1,0 +1,254 @@
+"""MobileNeXt (Zhou et al., ECCV 2020), the official ``i2rnetv3`` network of
+``yitu-opensource/MobileNeXt`` (the paper's 74.02 % model), optionally with attention.
+
+Network (``ARCHITECTURE.md`` §d), block ``i`` = the upstream ``features.i``:
+
+* ``stem``: 3x3 conv stride 2, BN, ReLU6;
+* ``block1`` ... ``block20``: sandglass blocks, one of four cases (t is a *reduction* ratio;
+  ``hidden = in // t``, raised to ``_make_divisible(ceil(out / 6), 16)`` when below out / 6):
+
+  ===== ============================== ================================================
+  case  when                           layers (BN after every conv)
+  ===== ============================== ================================================
+  A     t == 2 (block 1)               dw1 s1, ReLU6 | reduce 1x1 | expand 1x1, ReLU6 |
+                                       dw2 stride s
+  B     in != out, stride 1, not keep  reduce 1x1 | expand 1x1, ReLU6 (no depthwise)
+  C     in != out, stride 2, not keep  reduce 1x1 | expand 1x1, ReLU6 | dw2 stride 2
+  D     otherwise                      dw1 s1, ReLU6 | reduce | expand, ReLU6 | dw2 s1;
+                                       residual add unless keep_3x3
+  ===== ============================== ================================================
+
+  ``keep_3x3`` is set on the first block of the rows with n == 1 and s == 1 (blocks 2, 20);
+* no head conv (block 20 outputs 1280 channels); global average pool, dropout 0.2,
+  ``predictions``.
+
+Widths: ``_make_divisible(c * alpha, d)`` (``d = 4`` only for ``alpha == 0.1``), except the
+1280 stage, which stays 1280 for alpha < 1.
+
+Attention (``attention="ca"``, MobileNeXtCA; also "se" / "cbam"): after the first depthwise
+conv's BN + ReLU6 (the CA README: "after the first depthwise 3x3 convolution works better"),
+before the reducing 1x1 conv; the residual still runs from block input to block output. Blocks
+of cases B and C (blocks 3, 6, 9, 13, 17 at every alpha >= 0.1 we checked) have no first
+depthwise conv; there the attention goes after the expanding 1x1 conv's BN + ReLU6 (before the
+stride-2 depthwise conv of case C). Reasons: it is the only high-dimensional ReLU6 activation
+of those blocks, i.e. the same kind of tensor the attention sees everywhere else (MBV2_CA, and
+the first dw of the sandglass block operates at the wide end too); the CA authors advise
+putting it after layers that expand channels; and of the obvious options it comes closest to
+the paper's 4.09 M parameters (4.12 M; no attention in B/C: 3.97 M; at the B/C block input:
+4.04 M). No upstream code or weights exist for MobileNeXt + CA, so this is our choice, not a port.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from keras_coordatt.applications import _blocks
+from keras_coordatt.applications._blocks import make_divisible, width_divisor
+
+FAMILY = "mobilenext"
+
+#: (reduction t, output channels c, repeats n, stride s) of the official i2rnetv3.
+CFG = (
+    (2, 96, 1, 2),
+    (6, 144, 1, 1),
+    (6, 192, 3, 2),
+    (6, 288, 3, 2),
+    (6, 384, 4, 1),
+    (6, 576, 4, 2),
+    (6, 960, 3, 1),
+    (6, 1280, 1, 1),
+)
+
+#: Where attention goes in blocks without a first depthwise conv (cases B and C).
+TRANSITION_ATTENTION = ("expand", "input", "none")
+
+
+def _hidden(inp: int, out: int, t: int) -> int:
+    hidden = inp // t
+    if hidden < out / 6.0:
+        hidden = make_divisible(math.ceil(out / 6.0), 16)
+    return hidden
+
+
+def block_plan(alpha: float) -> list[dict]:
+    """Per-block plan ``{"index", "case", "t", "in", "hidden", "out", "stride", "residual"}``;
+    entry 0 is the stem. ``stride`` is the block's effective stride."""
+    divisor = width_divisor(alpha)
+    channels = make_divisible(32 * alpha, divisor)
+    plan = [{"index": 0, "out": channels, "stride": 2}]
+    index = 1
+    for t, c, n, s in CFG:
+        out = make_divisible(c * alpha, divisor)
+        if c == 1280 and alpha < 1:
+            out = 1280
+        for repeat in range(n):
+            stride = s if repeat == 0 else 1
+            keep_3x3 = repeat == 0 and n == 1 and s == 1
+            if t == 2:
+                case, residual, effective = "A", False, stride
+            elif channels != out and stride == 1 and not keep_3x3:
+                case, residual, effective = "B", False, 1
+            elif channels != out and stride == 2 and not keep_3x3:
+                case, residual, effective = "C", False, 2
+            else:
+                # As upstream: case D's last depthwise conv has stride 1 whatever the cfg says
+                # (only reachable with in == out on a stride-2 row at exotic widths).
+                case, residual, effective = "D", not keep_3x3, 1
+            plan.append(
+                {
+                    "index": index,
+                    "case": case,
+                    "t": t,
+                    "in": channels,
+                    "hidden": _hidden(channels, out, t),
+                    "out": out,
+                    "stride": effective,
+                    "residual": residual,
+                }
+            )
+            channels = out
+            index += 1
+    return plan
+
+
+def _sandglass(blocks: _blocks.Blocks, x, spec, attention, reduction, transition_attention):
+    prefix = f"block{spec['index']}"
+    case = spec["case"]
+    shortcut = x
+    if case in ("A", "D"):
+        x = blocks.depthwise_bn(x, 1, f"{prefix}_dw1", activation=True)
+        x = blocks.attention(x, attention, reduction, prefix)
+    elif transition_attention == "input":
+        x = blocks.attention(x, attention, reduction, prefix)
+    x = blocks.conv_bn(x, spec["hidden"], 1, 1, f"{prefix}_reduce", activation=False)
+    x = blocks.conv_bn(x, spec["out"], 1, 1, f"{prefix}_expand", activation=True)
+    if case in ("B", "C") and transition_attention == "expand":
+        x = blocks.attention(x, attention, reduction, prefix)
+    if case != "B":
+        x = blocks.depthwise_bn(x, spec["stride"], f"{prefix}_dw2", activation=False)
+    if spec["residual"]:
+        x = keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
+    return x
+
+
+def _build(
+    *,
+    input_shape,
+    alpha,
+    include_top,
+    weights,
+    input_tensor,
+    pooling,
+    classes,
+    classifier_activation,
+    name,
+    attention,
+    reduction,
+    dropout_rate,
+    transition_attention: str = "expand",
+) -> keras.Model:
+    if transition_attention not in TRANSITION_ATTENTION:
+        raise ValueError(
+            f"Unknown transition_attention={transition_attention!r}: use one of "
+            f"{TRANSITION_ATTENTION}."
+        )
+    resolved = _blocks.prepare(
+        family=FAMILY, input_shape=input_shape, alpha=alpha, include_top=include_top,
+        weights=weights, input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, attention=attention, reduction=reduction,
+        dropout_rate=dropout_rate,
+    )
+    alpha, attention = resolved["alpha"], resolved["attention"]
+    blocks = _blocks.Blocks(resolved["data_format"])
+    img_input, inputs = _blocks.make_input(resolved["input_shape"], input_tensor)
+
+    plan = block_plan(alpha)
+    x = blocks.stem(img_input, plan[0]["out"])
+    for spec in plan[1:]:
+        x = _sandglass(blocks, x, spec, attention, resolved["reduction"], transition_attention)
+    x = blocks.top(
+        x, include_top=include_top, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, dropout_rate=dropout_rate,
+    )
+    model = keras.Model(inputs, x, name=_blocks.default_name(FAMILY, attention, alpha, name))
+    return _blocks.finish(
+        model, weights, family=FAMILY, alpha=alpha, attention=attention,
+        reduction=resolved["reduction"], input_shape=resolved["input_shape"],
+    )
+
+
+def MobileNeXt(
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    alpha: float = 1.0,
+    include_top: bool = True,
+    weights: str | None = "imagenet",
+    input_tensor=None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    *,
+    attention: str | None = None,
+    reduction: int | None = None,
+    dropout_rate: float = 0.2,
+) -> keras.Model:
+    """MobileNeXt, the official ``i2rnetv3`` (3,535,416 params at alpha 1.0), with optional
+    attention (see the module docstring for where it goes).
+
+    Args:
+        input_shape: ``(rows, cols, channels)`` (``(channels, rows, cols)`` for channels_first);
+            rows/cols may be None, else >= 32. Default ``(224, 224, 3)`` with include_top,
+            ``(None, None, 3)`` without.
+        alpha: width multiplier; any value > 0 (upstream: 0.35, 0.5, 0.75, 1.0, 1.4).
+        include_top: add global average pooling, dropout and the ``predictions`` Dense layer.
+        weights: None, ``"imagenet"``, a registry preset name or a local checkpoint path.
+        input_tensor: optional Keras tensor to use as the model input.
+        pooling: with ``include_top=False``: None (4-D output), ``"avg"`` or ``"max"`` (2-D).
+        classes: number of classes of the top.
+        classifier_activation: activation of ``predictions``; None gives logits.
+        name: model name.
+        attention: None, ``"ca"``, ``"se"`` or ``"cbam"``.
+        reduction: attention reduction ratio; None means 32 for CA, 24 for SE / CBAM.
+        dropout_rate: dropout before the classifier (0.2 as the original).
+
+    Returns:
+        A ``keras.Model``: ``(N, classes)`` with include_top, else the ``(N, H/32, W/32, C)``
+        feature map or its pooled ``(N, C)`` vector; C = 1280 for alpha <= 1.
+    """
+    return _build(
+        input_shape=input_shape, alpha=alpha, include_top=include_top, weights=weights,
+        input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name, attention=attention,
+        reduction=reduction, dropout_rate=dropout_rate,
+    )
+
+
+def MobileNeXtCA(
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    alpha: float = 1.0,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: str | None = "softmax",
+    name: str | None = None,
+    *,
+    reduction: int | None = None,
+    dropout_rate: float = 0.2,
+) -> keras.Model:
+    """MobileNeXt with Coordinate Attention (``MobileNeXt(attention="ca")``).
+
+    CA (r = 32) after the first depthwise conv of each sandglass block, and after the expanding
+    1x1 conv in the blocks that have no first depthwise conv (see the module docstring).
+    No upstream weights exist for this model, so ``weights`` defaults to None.
+    At alpha 1.0: 4,120,369 params; MAdds in ``keras_coordatt.applications.profile``.
+    """
+    return _build(
+        input_shape=input_shape, alpha=alpha, include_top=include_top, weights=weights,
+        input_tensor=input_tensor, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name, attention="ca",
+        reduction=reduction, dropout_rate=dropout_rate,
+    )
