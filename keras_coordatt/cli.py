@@ -35,7 +35,11 @@ from collections.abc import Callable, Sequence
 PROG = "keras-coordatt"
 
 #: Modules imported by :func:`main` so their ``register_command`` calls run.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "keras_coordatt.benchmark",
+    "keras_coordatt.demo",
+    "keras_coordatt.export.hub",
+]
 
 
 class CliError(Exception):
@@ -153,7 +157,8 @@ PORT_MODELS = {
 }
 
 
-def _alpha(text: str) -> float:
+def alpha_argument(text: str) -> float:
+    """argparse type for a width multiplier: a number > 0."""
     try:
         value = float(text)
     except ValueError:
@@ -163,7 +168,8 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int_argument(text: str) -> int:
+    """argparse type for an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -180,16 +186,16 @@ def _port_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, choices=sorted(PORT_MODELS),
         help="architecture the checkpoint was trained with",
     )
-    parser.add_argument("--alpha", type=_alpha, default=1.0, help="width multiplier (1.0)")
+    parser.add_argument("--alpha", type=alpha_argument, default=1.0, help="width multiplier (1.0)")
     parser.add_argument(
-        "--classes", type=_positive_int, default=1000, help="classifier outputs (1000)"
+        "--classes", type=positive_int_argument, default=1000, help="classifier outputs (1000)"
     )
     parser.add_argument(
         "--include-top", action=argparse.BooleanOptionalAction, default=True,
         help="keep the classifier (default: yes); --no-include-top drops it",
     )
     parser.add_argument(
-        "--reduction", type=_positive_int, default=None,
+        "--reduction", type=positive_int_argument, default=None,
         help="attention reduction ratio (default: the builder's, 32 for CA)",
     )
     parser.add_argument("--verbose", action="store_true", help="print full error details")

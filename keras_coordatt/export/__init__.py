@@ -1,0 +1,30 @@
+"""Exports: TFLite (float32 / float16 / dynamic / int8) and LiteRT evaluation.
+
+``export_tflite`` needs the ``[tf]`` extra, ``inspect_tflite`` / ``evaluate_tflite`` the
+``[litert]`` extra; both are imported only when a function is called, so importing this package
+is cheap. TF-Hub SavedModels: :func:`export_hub` (``[hub]`` extra, same lazy imports).
+"""
+
+from keras_coordatt.export.hub import HubExport, export_hub
+from keras_coordatt.export.litert import LiteRTModel, evaluate_tflite
+from keras_coordatt.export.tflite import (
+    MODES,
+    TFLiteOp,
+    export_tflite,
+    float_ops,
+    inspect_tflite,
+    is_qat_model,
+)
+
+__all__ = [
+    "MODES",
+    "HubExport",
+    "LiteRTModel",
+    "TFLiteOp",
+    "evaluate_tflite",
+    "export_hub",
+    "export_tflite",
+    "float_ops",
+    "inspect_tflite",
+    "is_qat_model",
+]

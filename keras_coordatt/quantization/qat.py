@@ -1,0 +1,192 @@
+"""Quantization-aware training of keras_coordatt models through tensorflow-model-optimization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_coordatt.export._data import DataLike, iter_batches
+from keras_coordatt.quantization import tf_keras_layers
+from keras_coordatt.quantization._deps import import_qat_stack
+from keras_coordatt.quantization.twin import to_tf_keras
+
+tf, tf_keras, tfmot = import_qat_stack()
+_qk = tfmot.quantization.keras
+
+
+def quantize_scope(*custom_objects: dict):
+    """tfmot's ``quantize_scope`` plus keras_coordatt's tf_keras layers, quantizers and configs.
+
+    Use it to load a saved QAT model::
+
+        with keras_coordatt.quantization.quantize_scope():
+            model = tf_keras.models.load_model("qat.keras")
+    """
+    return _qk.quantize_scope(tf_keras_layers.custom_objects(), *custom_objects)
+
+
+def annotate_layer(layer):
+    """``quantize_annotate_layer`` with the QuantizeConfig keras_coordatt uses for ``layer``.
+
+    Our attention twins get :class:`AttentionQuantizeConfig`, ``Multiply`` gets
+    :class:`OutputQuantizeConfig`, anything else tfmot's default 8-bit registry.
+    """
+    if isinstance(layer, tf_keras_layers.ATTENTION_LAYERS):
+        return _qk.quantize_annotate_layer(layer, tf_keras_layers.AttentionQuantizeConfig())
+    if type(layer) is tf_keras.layers.Multiply:
+        return _qk.quantize_annotate_layer(layer, tf_keras_layers.OutputQuantizeConfig())
+    return _qk.quantize_annotate_layer(layer)
+
+
+def _is_tf_keras_model(model) -> bool:
+    return isinstance(model, tf_keras.Model)
+
+
+def check_fixed_input_shape(model) -> None:
+    """ValueError unless every input of ``model`` has fixed (non-batch) dimensions."""
+    for tensor in model.inputs:
+        shape = tuple(tensor.shape)
+        if any(dim is None for dim in shape[1:]):
+            channels = shape[-1] if shape[-1] is not None else 3
+            raise ValueError(
+                f"QAT needs a fixed input shape; rebuild with input_shape=(224, 224, {channels}) "
+                f"(or another fixed size). Model {model.name!r} has input shape {shape}."
+            )
+
+
+def quantize_model(
+    model,
+    calibration_data: DataLike | None = None,
+    *,
+    calibration_steps: int | None = None,
+):
+    """Returns a tf_keras QAT model of ``model``, ready for ``compile`` / ``fit``.
+
+    ``model`` is a Keras 3 functional model (e.g. from ``keras_coordatt.applications``) with a
+    fixed input shape; it is rebuilt in tf_keras (:func:`to_tf_keras`, weights copied), annotated
+    (:func:`annotate_layer`) and passed to tfmot's ``quantize_apply`` with the default 8-bit
+    scheme. A tf_keras functional model (e.g. built with the tf_keras attention layers) is
+    quantized as is.
+
+    tfmot's range trackers start at [-6, 6] and follow each batch with decay 0.999, so a fresh
+    QAT model needs thousands of steps before its ranges mean anything. Pass
+    ``calibration_data`` (input batches, see :func:`calibrate`) to start them from the float
+    model's real ranges instead; that is what you want when fine-tuning trained weights.
+
+    Raises:
+        ValueError: for a layer that cannot be rebuilt or quantized (naming it and its type), or
+            an input shape that is not fixed.
+    """
+    if _is_tf_keras_model(model):
+        float_model = model
+    else:
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"Expected a Keras 3 or tf_keras model, got {type(model).__name__}.")
+        check_fixed_input_shape(model)
+        float_model = to_tf_keras(model)
+    check_fixed_input_shape(float_model)
+    try:
+        annotated = tf_keras.models.clone_model(float_model, clone_function=annotate_layer)
+        with quantize_scope():
+            qat_model = _qk.quantize_apply(annotated)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise ValueError(f"tfmot cannot quantize {model.name!r}: {error}") from error
+    if calibration_data is not None:
+        calibrate(qat_model, calibration_data, steps=calibration_steps)
+    return qat_model
+
+
+# ---------------------------------------------------------------------------------------------
+# Range calibration
+# ---------------------------------------------------------------------------------------------
+
+
+_RANGE_QUANTIZERS = (_qk.quantizers.MovingAverageQuantizer, _qk.quantizers.AllValuesQuantizer)
+
+
+def _range_quantizers(model) -> list:
+    """Every moving-average / all-values activation quantizer of a tfmot QAT model."""
+    found: dict[int, Any] = {}
+    for layer in model.layers:
+        candidates = list(getattr(layer, "_output_quantizers", None) or [])
+        candidates += [
+            activation.quantizer for activation in getattr(layer, "_quantize_activations", [])
+        ]
+        if getattr(layer, "quantizer", None) is not None:  # tfmot's input QuantizeLayer
+            candidates.append(layer.quantizer)
+        for quantizer in candidates:
+            if isinstance(quantizer, _RANGE_QUANTIZERS):
+                found[id(quantizer)] = quantizer
+    return list(found.values())
+
+
+class _Observations:
+    def __init__(self):
+        self.stats: dict[int, list] = {}
+
+    def observer_class(self, base: type) -> type:
+        observations = self
+
+        def __call__(quantizer, inputs, training, weights, **kwargs):  # noqa: N807
+            if training and weights:
+                low = min(float(tf.reduce_min(inputs)), 0.0)
+                high = max(float(tf.reduce_max(inputs)), 0.0)
+                entry = observations.stats.setdefault(
+                    id(weights["min_var"]), [weights["min_var"], weights["max_var"], base, []]
+                )
+                entry[3].append((low, high))
+            return inputs
+
+        return type(f"Observing{base.__name__}", (base,), {"__call__": __call__})
+
+    def assign(self) -> None:
+        for min_var, max_var, base, ranges in self.stats.values():
+            lows, highs = np.array(ranges).T
+            if issubclass(base, _qk.quantizers.AllValuesQuantizer):
+                low, high = lows.min(), highs.max()
+            else:  # the fixed point of the moving average: the mean batch range
+                low, high = lows.mean(), highs.mean()
+            min_var.assign(low)
+            max_var.assign(high)
+
+
+def calibrate(model, data: DataLike, *, steps: int | None = None, batch_size: int = 32):
+    """Initialises the activation ranges of a QAT model from data; returns the model.
+
+    Runs ``steps`` batches of ``data`` (input batches or ``(inputs, labels)``; arrays are cut
+    into ``batch_size`` batches) through the model with float activations: every
+    moving-average range becomes the mean per-batch [min, max] of its tensor (the value tfmot's
+    moving average converges to), the input range the overall [min, max], and weight ranges
+    the current weights. BatchNormalization statistics are not touched, Dropout is off.
+    """
+    quantizers = _range_quantizers(model)
+    if not quantizers:
+        raise ValueError(f"{model.name!r} has no activation quantizers: is it a QAT model?")
+    observations = _Observations()
+    original = {id(q): type(q) for q in quantizers}
+    frozen = []
+    for module in model.submodules:
+        if isinstance(module, tf_keras.layers.BatchNormalization) and module.trainable:
+            module.trainable = False
+            frozen.append((module, "trainable", True))
+        elif isinstance(module, tf_keras.layers.Dropout):
+            frozen.append((module, "rate", module.rate))
+            module.rate = 0.0
+    try:
+        for quantizer in quantizers:
+            quantizer.__class__ = observations.observer_class(type(quantizer))
+        seen = 0
+        for inputs, _ in iter_batches(data, batch_size=batch_size, limit=steps):
+            model(tf.convert_to_tensor(inputs, tf.float32), training=True)
+            seen += 1
+        if not seen:
+            raise ValueError("calibrate() got no data batches.")
+    finally:
+        for quantizer in quantizers:
+            quantizer.__class__ = original[id(quantizer)]
+        for module, attribute, value in frozen:
+            setattr(module, attribute, value)
+    observations.assign()
+    return model

@@ -1,0 +1,281 @@
+"""QAT bridge: Keras 3 -> tf_keras twin, tfmot QuantizeConfigs, calibration, save / load."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tf_keras")
+pytest.importorskip("tensorflow_model_optimization")
+
+import keras  # noqa: E402
+
+from keras_coordatt import CBAM, CoordAttention, SqueezeExcite  # noqa: E402
+
+pytestmark = pytest.mark.qat
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def Q():
+    import keras_coordatt.quantization as quantization
+
+    return quantization
+
+
+@pytest.fixture(scope="module")
+def tfmot():
+    import tensorflow_model_optimization as module
+
+    return module
+
+
+@pytest.fixture(scope="module")
+def tf_keras():
+    import tf_keras as module
+
+    return module
+
+
+def _randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
+    """Non-trivial BN statistics / affine parameters (BN at init is nearly an identity)."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        leaf = weight.path.split("/")[-1]
+        if leaf in ("gamma", "moving_variance"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+        elif leaf in ("beta", "moving_mean", "bias"):
+            weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32"))
+
+
+def _builder_model(kind: str, **kwargs) -> keras.Model:
+    from keras_coordatt import applications
+
+    builders = {
+        "MobileNetV2CA": (applications.MobileNetV2CA, {}),
+        "MobileNeXtCA": (applications.MobileNeXtCA, {}),
+        "MobileNetV2-se": (applications.MobileNetV2, {"attention": "se"}),
+        "MobileNeXt-cbam": (applications.MobileNeXt, {"attention": "cbam"}),
+    }
+    builder, extra = builders[kind]
+    keras.utils.set_random_seed(1)
+    return builder(
+        input_shape=(64, 64, 3), alpha=0.35, weights=None, classes=10,
+        classifier_activation=None, **extra, **kwargs,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Package boundaries
+# ---------------------------------------------------------------------------------------------
+
+
+def test_import_boundaries_and_environment():
+    """``import keras_coordatt`` never loads tfmot / tf_keras; importing the quantization package
+    does, and leaves ``TF_USE_LEGACY_KERAS`` as it found it (tfmot sets it to 1)."""
+    code = (
+        "import os, sys, keras_coordatt, keras_coordatt.export\n"
+        "bad = [m for m in ('tensorflow_model_optimization', 'tf_keras') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "import keras_coordatt.quantization\n"
+        "assert 'tensorflow_model_optimization' in sys.modules\n"
+        "assert os.environ.get('TF_USE_LEGACY_KERAS') is None, os.environ['TF_USE_LEGACY_KERAS']\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_missing_extra_message_names_the_extra(Q):
+    assert "pip install 'keras-coordatt[qat]'" in Q.QAT_EXTRA_HINT
+    assert "tf-keras" in Q.QAT_EXTRA_HINT and "tensorflow-model-optimization" in Q.QAT_EXTRA_HINT
+
+
+# ---------------------------------------------------------------------------------------------
+# tf_keras twins
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["MobileNetV2CA", "MobileNeXtCA", "MobileNetV2-se",
+                                  "MobileNeXt-cbam"])
+def test_to_tf_keras_matches_keras3(Q, kind):
+    model = _builder_model(kind)
+    _randomize_batchnorm(model)
+    twin = Q.to_tf_keras(model)
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+    images = RNG.normal(size=(4, 64, 64, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(twin.predict(images, verbose=0), expected, atol=1e-5, rtol=0)
+    assert np.abs(expected).max() > 0.05  # not a degenerate comparison
+
+
+@pytest.mark.parametrize(
+    "layer_cls, kwargs",
+    [
+        (CoordAttention, {"reduction": 4}),
+        (CoordAttention, {"reduction": 4, "directions": "h"}),
+        (CoordAttention, {"reduction": 4, "directions": "w"}),
+        (SqueezeExcite, {"reduction": 4}),
+        (CBAM, {"reduction": 4}),
+    ],
+)
+def test_twin_layer_matches_in_inference_and_training(Q, layer_cls, kwargs):
+    """Odd, non-square input; training=True checks CA's joint BN statistics over H + W."""
+    inputs = keras.Input((9, 13, 32))
+    model = keras.Model(inputs, layer_cls(name="attention", **kwargs)(inputs))
+    _randomize_batchnorm(model, seed=3)
+    twin = Q.to_tf_keras(model)
+    images = RNG.normal(size=(3, 9, 13, 32)).astype("float32")
+    for training in (False, True):
+        expected = np.asarray(model(images, training=training))
+        actual = np.asarray(twin(images, training=training))
+        np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0, err_msg=str(training))
+
+
+def test_twin_rejects_channels_first(Q):
+    with pytest.raises(ValueError, match="channels_last"):
+        Q.CoordAttention(data_format="channels_first")
+
+
+def test_to_tf_keras_unsupported_layer_names_layer_and_type(Q):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 1, name="conv")(inputs)
+    x = keras.layers.LayerNormalization(name="odd_norm")(x)
+    model = keras.Model(inputs, x)
+    with pytest.raises(ValueError, match=r"'odd_norm' of type LayerNormalization"):
+        Q.to_tf_keras(model)
+    with pytest.raises(ValueError, match=r"'odd_norm' of type LayerNormalization"):
+        Q.quantize_model(model)
+
+
+def test_to_tf_keras_unsupported_activation(Q):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Activation("hard_silu", name="hs")(inputs))
+    with pytest.raises(ValueError, match=r"'hs' of type Activation.*hard_silu"):
+        Q.to_tf_keras(model)
+
+
+def test_to_tf_keras_rejects_subclassed_and_foreign_models(Q):
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="functional"):
+        Q.to_tf_keras(Sub())
+    with pytest.raises(ValueError, match="Keras 3"):
+        Q.to_tf_keras(object())
+
+
+def test_quantize_model_needs_fixed_input_shape(Q):
+    from keras_coordatt.applications import MobileNetV2CA
+
+    model = MobileNetV2CA(input_shape=(None, None, 3), alpha=0.35, weights=None, classes=10)
+    with pytest.raises(ValueError, match=r"QAT needs a fixed input shape; rebuild with "
+                                         r"input_shape=\(224, 224, 3\)"):
+        Q.quantize_model(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# tfmot integration of the tf_keras layers (the tf_keras user's path)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tf_keras_user_model(Q, tf_keras, tfmot):
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+    inputs = tf_keras.Input((16, 16, 8))
+    x = tf_keras.layers.Conv2D(16, 1, use_bias=False)(inputs)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.ReLU(6.0)(x)
+    x = annotate(Q.CoordAttention(reduction=4, name="ca"), Q.AttentionQuantizeConfig())(x)
+    x = annotate(Q.SqueezeExcite(reduction=4, name="se"), Q.AttentionQuantizeConfig())(x)
+    x = annotate(Q.CBAM(reduction=4, name="cbam"), Q.AttentionQuantizeConfig())(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return tf_keras.Model(inputs, tf_keras.layers.Dense(3)(x))
+
+
+def test_tf_keras_layers_with_tfmot_quantize_model_save_and_load(Q, tf_keras, tfmot, tmp_path):
+    model = _tf_keras_user_model(Q, tf_keras, tfmot)
+    with Q.quantize_scope():
+        qat = tfmot.quantization.keras.quantize_model(model)
+    wrapper_types = {type(layer).__name__ for layer in qat.layers}
+    assert "QuantizeWrapperV2" in wrapper_types
+    images = RNG.normal(size=(8, 16, 16, 8)).astype("float32")
+    Q.calibrate(qat, images)
+    expected = qat.predict(images, verbose=0)
+    for path in (tmp_path / "qat.h5", tmp_path / "qat_savedmodel"):
+        qat.save(path)
+        with Q.quantize_scope():
+            loaded = tf_keras.models.load_model(path)
+        np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+
+
+def test_attention_quantize_config_rejects_other_layers(Q, tf_keras):
+    config = Q.AttentionQuantizeConfig()
+    with pytest.raises(ValueError, match="CoordAttention, SqueezeExcite and CBAM"):
+        config.get_weights_and_quantizers(tf_keras.layers.Dense(3))
+
+
+def _small_ca_model() -> keras.Model:
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.ZeroPadding2D(1)(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, use_bias=False)(x)
+    x = keras.layers.BatchNormalization(epsilon=1e-5)(x)
+    x = keras.layers.ReLU(6.0)(x)
+    x = CoordAttention(reduction=4)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    _randomize_batchnorm(model, seed=5)
+    return model
+
+
+def test_calibrate_sets_ranges_and_qat_model_tracks_float_model(Q):
+    """tfmot's ranges start at [-6, 6] (inputs [0, 0]); calibration sets them from data, after
+    which the QAT model differs from the float model by 8-bit noise only."""
+    model = _small_ca_model()
+    images = RNG.normal(size=(32, 32, 32, 3)).astype("float32")
+    qat = Q.quantize_model(model)
+    maxima = [w for w in qat.weights if w.name.endswith("_max:0")]
+    assert maxima and all(float(np.max(np.abs(w.numpy()))) in (0.0, 6.0) for w in maxima)
+    Q.calibrate(qat, images, batch_size=8)
+    assert all(float(np.max(np.abs(w.numpy()))) not in (0.0, 6.0) for w in maxima)
+    expected = model.predict(images, verbose=0)
+    spread = expected.max() - expected.min()
+    assert np.abs(qat.predict(images, verbose=0) - expected).max() < 0.05 * spread
+
+
+def test_quantize_model_builder_calibrates_every_range(Q):
+    model = _builder_model("MobileNetV2CA")
+    _randomize_batchnorm(model)
+    qat = Q.quantize_model(model, RNG.normal(size=(8, 64, 64, 3)).astype("float32"))
+    maxima = [w for w in qat.weights if w.name.endswith("_max:0")]
+    unchanged = [w.name for w in maxima if float(np.max(np.abs(w.numpy()))) in (0.0, 6.0)]
+    assert len(unchanged) <= 0.05 * len(maxima), unchanged
+    ca_wrappers = [layer for layer in qat.layers if layer.name.endswith("_ca")]
+    assert ca_wrappers and all(
+        isinstance(layer.layer, Q.CoordAttention) for layer in ca_wrappers
+    )
+
+
+def test_calibrate_errors(Q, tf_keras):
+    inputs = tf_keras.Input((4,))
+    plain = tf_keras.Model(inputs, tf_keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="QAT model"):
+        Q.calibrate(plain, np.zeros((2, 4), "float32"))
+
+
+def test_quantize_model_accepts_tf_keras_model(Q, tf_keras):
+    inputs = tf_keras.Input((16, 16, 8))
+    x = Q.CoordAttention(reduction=4)(inputs)
+    x = tf_keras.layers.Multiply()([x, x])
+    model = tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D()(x))
+    qat = Q.quantize_model(model, RNG.normal(size=(4, 16, 16, 8)).astype("float32"))
+    assert {"QuantizeWrapperV2", "QuantizeLayer"} <= {type(lay).__name__ for lay in qat.layers}
