@@ -39,6 +39,7 @@ COMMAND_MODULES: list[str] = [
     "keras_coordatt.benchmark",
     "keras_coordatt.demo",
     "keras_coordatt.export.hub",
+    "keras_coordatt.export.tflite_cli",
 ]
 
 
