@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-images", type=int, default=None, help="subset for quick runs")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "kca_cifar")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float-model", type=Path, default=None,
+                        help="skip training: load this .keras model (saved by an earlier run)")
     args = parser.parse_args(argv)
 
     import keras
@@ -99,15 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     test_inputs = preprocess_images(x_test)
     print(f"{len(x_train)} training / {len(x_test)} test images")
 
-    model = build_classifier(args.alpha, None)
+    work = Path(tempfile.mkdtemp(prefix="kca_bench_"))
     t0 = time.perf_counter()
-    fit_classifier(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                   learning_rate=args.learning_rate, seed=args.seed)
+    if args.float_model is not None:
+        model = keras.saving.load_model(args.float_model)
+    else:
+        model = build_classifier(args.alpha, None)
+        fit_classifier(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, seed=args.seed)
+        model.save(work / "float.keras")
+        print(f"trained float model saved to {work / 'float.keras'} (--float-model resumes)")
     train_minutes = (time.perf_counter() - t0) / 60
     float_top1 = keras_accuracy(model, test_inputs, y_test)
     print(f"float Keras top-1 {100 * float_top1:.2f} % after {train_minutes:.1f} min")
 
-    work = Path(tempfile.mkdtemp(prefix="kca_bench_"))
     picks = np.random.default_rng(1).permutation(len(x_train))[:512]
     calibration = preprocess_images(x_train[picks])
     paths = {

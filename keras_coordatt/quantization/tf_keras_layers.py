@@ -116,6 +116,16 @@ class _QuantPointsLayer(tf_keras.layers.Layer):
         return tf.TensorShape(input_shape)
 
 
+def _plain_python(method):
+    """Keeps tf_keras / tf.function from AutoGraph-converting ``method``.
+
+    Its branches are on Python values (tensor ``training`` goes through ``tf.cond``), so
+    conversion adds nothing; and AutoGraph's rewrite of the closures in ``gates`` was seen to
+    hand ``_joint_transform`` a Python bool instead of a tensor while tfmot rebuilt a model.
+    """
+    return tf.autograph.experimental.do_not_convert(method)
+
+
 def _smart_cond(training, true_fn, false_fn):
     """``true_fn()`` when training, for a Python bool, None (-> False) or a boolean tensor."""
     if training is None or isinstance(training, (bool, int)):
@@ -200,6 +210,7 @@ class CoordAttention(_QuantPointsLayer):
         joint = self._transform(joint, True)
         return joint[:, :height], tf.transpose(joint[:, height:], [0, 2, 1, 3])
 
+    @_plain_python
     def gates(self, inputs, training=None):
         """``(a_h, a_w)``: ``(N, H, 1, C)`` and ``(N, 1, W, C)``; None for a switched-off one."""
         y_h = y_w = None
@@ -280,6 +291,7 @@ class SqueezeExcite(_QuantPointsLayer):
     def _weight_sublayers(self) -> list:
         return [self.conv_reduce, self.conv_expand]
 
+    @_plain_python
     def gates(self, inputs):
         """The channel gate, ``(N, 1, 1, C)``."""
         squeezed = self.pool_q(tf.reduce_mean(inputs, axis=[1, 2], keepdims=True))
@@ -389,6 +401,7 @@ class CBAM(_QuantPointsLayer):
         spatial = self.spatial_bn(self.spatial_conv(stacked), training=training)
         return channel_gate, self.gate_s_out_q(self.gate_s_q(spatial)), refined
 
+    @_plain_python
     def gates(self, inputs, training=None):
         """``(m_c, m_s)``: ``(N, 1, 1, C)`` and ``(N, H, W, 1)``."""
         channel_gate, spatial_gate, _ = self._forward(inputs, training)
