@@ -15,16 +15,18 @@ import shlex
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 pytestmark = pytest.mark.hub
 
-tf = pytest.importorskip("tensorflow")
-keras = pytest.importorskip("keras")
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - CI runs the TF backend here
     pytest.skip("TF-Hub export needs the TensorFlow backend", allow_module_level=True)
-Image = pytest.importorskip("PIL.Image")
+
+import tf_keras  # noqa: E402 - the [hub] extra is part of [dev]: a missing one fails
 
 from keras_coordatt import CoordAttention, applications  # noqa: E402
 from keras_coordatt import cli as cli_module  # noqa: E402
@@ -37,12 +39,8 @@ from keras_coordatt.export.model_card import (  # noqa: E402
     resolve_weights_info,
 )
 
-try:
-    hub = hub_export.import_tensorflow_hub()
-    import tf_keras
-except ImportError:  # pragma: no cover - the [hub] extra is part of [dev]
-    hub = tf_keras = None
-needs_hub = pytest.mark.skipif(hub is None, reason="needs tensorflow_hub and tf_keras")
+hub = hub_export.import_tensorflow_hub()
+needs_hub = pytest.mark.hub
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import ai_edge_litert  # noqa: F401 - fail loudly without the [litert] extra
+import keras  # noqa: E402
 import numpy as np
 import pytest
-
-tf = pytest.importorskip("tensorflow")
-pytest.importorskip("ai_edge_litert")
-
-import keras  # noqa: E402
+import tensorflow as tf
 
 from keras_coordatt import CoordAttention  # noqa: E402
 from keras_coordatt.export import (  # noqa: E402
@@ -35,8 +33,6 @@ INTEGER_TYPES = {"int8", "int32"}
 
 
 def _requires_qat():
-    pytest.importorskip("tf_keras")
-    pytest.importorskip("tensorflow_model_optimization")
     import keras_coordatt.quantization as quantization
 
     return quantization

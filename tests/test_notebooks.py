@@ -14,21 +14,18 @@ import time
 import types
 from pathlib import Path
 
+import nbclient
+import nbformat
 import numpy as np
 import pytest
+from PIL import Image
 
 pytestmark = pytest.mark.notebooks
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-Image = pytest.importorskip("PIL.Image")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: Seconds one cell may run (nbclient raises past it). A whole smoke run takes about a minute.
 CELL_TIMEOUT = 240
-#: Seconds a whole notebook may take in smoke mode before the test fails.
-NOTEBOOK_BUDGET = 300
 
 #: Notebook -> (modules it needs, figures it must save, other files it must write).
 CASES = {
@@ -107,8 +104,8 @@ def test_notebook_structure(name):
 def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch, record_property):
     modules, figures, files = CASES[name]
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
-    if missing:  # (find_spec, not import: tensorflow_hub needs a fix to import, see notebook 04)
-        pytest.skip(f"{name} needs {', '.join(missing)}")
+    # (find_spec, not import: tensorflow_hub needs a fix to import, see notebook 04)
+    assert not missing, f"{name} needs {', '.join(missing)}: pip install -e '.[dev]'"
     monkeypatch.setenv("KERAS_COORDATT_SMOKE", "1")
     monkeypatch.setenv("KERAS_COORDATT_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
@@ -131,7 +128,6 @@ def test_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch, record_propert
         print(f"{name}: {seconds:.1f} s")
         nbformat.write(notebook, tmp_path / "executed.ipynb")
 
-    assert seconds < NOTEBOOK_BUDGET, f"{name} took {seconds:.0f} s in smoke mode"
     for figure in figures:
         assert (tmp_path / figure).is_file(), f"{name} did not save {figure}"
         assert_not_blank(tmp_path / figure)
