@@ -12,19 +12,19 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def tested_blocks() -> list[str]:
+def readme_tested_blocks() -> list[str]:
     """Python blocks that directly follow a ``<!-- tested -->`` marker."""
     return re.findall(r"<!-- tested -->\s*```python\n(.*?)```", README, flags=re.S)
 
 
 def test_readme_has_tested_examples():
-    assert tested_blocks(), "README lost its tested usage example"
+    assert readme_tested_blocks(), "README lost its tested usage example"
 
 
-@pytest.mark.parametrize("index", range(len(tested_blocks())))
+@pytest.mark.parametrize("index", range(len(readme_tested_blocks())))
 def test_readme_example_runs(index, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    exec(compile(tested_blocks()[index], f"README block {index}", "exec"), {})
+    exec(compile(readme_tested_blocks()[index], f"README block {index}", "exec"), {})
 
 
 def test_readme_commands_exist():
