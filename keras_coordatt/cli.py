@@ -180,6 +180,17 @@ def positive_int_argument(text: str) -> int:
     return value
 
 
+def image_size_argument(text: str) -> int:
+    """argparse type for an image side in pixels: an integer >= 32."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"input size must be at least 32, got {value}")
+    return value
+
+
 def _port_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
     parser.add_argument("output", help="Keras weights file to write (must end in .weights.h5)")

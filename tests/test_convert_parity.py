@@ -1,6 +1,6 @@
 """Upstream PyTorch checkpoints -> Keras models, through the real reader
 (``load_torch_checkpoint``) and the real converter (``load_torch_state_dict``): outputs equal the
-original PyTorch code's (fixtures from ../shared/fixtures, 1e-4 absolute), and every mismatch of
+original PyTorch code's (fixtures in tests/data/fixtures, 1e-4 absolute), and every mismatch of
 family, attention, width or classes is refused with the keys named."""
 
 from __future__ import annotations

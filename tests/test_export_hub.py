@@ -19,28 +19,23 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_keras  # the [hub] extra is part of [dev]: a missing one fails
 from PIL import Image
 
-pytestmark = pytest.mark.hub
-
-if keras.backend.backend() != "tensorflow":  # pragma: no cover - CI runs the TF backend here
-    pytest.skip("TF-Hub export needs the TensorFlow backend", allow_module_level=True)
-
-import tf_keras  # noqa: E402 - the [hub] extra is part of [dev]: a missing one fails
-
-from keras_coordatt import CoordAttention, applications  # noqa: E402
-from keras_coordatt import cli as cli_module  # noqa: E402
-from keras_coordatt.export import hub as hub_export  # noqa: E402
-from keras_coordatt.export.hub import export_hub  # noqa: E402
-from keras_coordatt.export.model_card import (  # noqa: E402
+from keras_coordatt import CoordAttention, applications
+from keras_coordatt import cli as cli_module
+from keras_coordatt.export import hub as hub_export
+from keras_coordatt.export.hub import export_hub
+from keras_coordatt.export.model_card import (
     MODEL_CARD_FILENAME,
     ArchitectureInfo,
     render_model_card,
     resolve_weights_info,
 )
 
+pytestmark = pytest.mark.hub
+
 hub = hub_export.import_tensorflow_hub()
-needs_hub = pytest.mark.hub
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -320,7 +315,6 @@ def test_batch_norm_training_flag(exports, mbv2ca, imagenet_images):
     )
 
 
-@needs_hub
 def test_hub_keras_layer_fine_tunes(exports, cifar_batch):
     images, labels = cifar_batch
     tf_keras.utils.set_random_seed(0)
@@ -349,7 +343,6 @@ def test_hub_keras_layer_fine_tunes(exports, cifar_batch):
     np.testing.assert_array_equal(moving.numpy(), moving1)  # inference changes nothing
 
 
-@needs_hub
 def test_hub_keras_layer_frozen_by_default(loaded, cifar_batch):
     """trainable=False (default): the layer calls with training=False even when the model
     runs in training mode (as in fit): no batch statistics, no updates, no trainable weights."""
@@ -365,7 +358,6 @@ def test_hub_keras_layer_frozen_by_default(loaded, cifar_batch):
         np.testing.assert_array_equal(weight.numpy(), value)
 
 
-@needs_hub
 def test_freeze_batch_norm_and_regularization_losses(tmp_path, imagenet_images):
     keras.utils.set_random_seed(3)
     model = _tiny_model(regularize=True)
@@ -629,7 +621,6 @@ def _snippet_section() -> tuple[str, Path]:
     return section, path
 
 
-@needs_hub
 def test_readme_snippet_runs(tmp_path, monkeypatch):
     section, source = _snippet_section()
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)

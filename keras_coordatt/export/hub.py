@@ -711,19 +711,13 @@ name (keras_coordatt.weights.list_presets()), a local .pth / .pth.tar / .weights
 """
 
 
-def _cli_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"input size must be at least 32, got {value}")
-    return value
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``export-hub`` arguments to ``parser``."""
-    from keras_coordatt.cli import alpha_argument, positive_int_argument
+    from keras_coordatt.cli import (
+        alpha_argument,
+        image_size_argument,
+        positive_int_argument,
+    )
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = CLI_EPILOG
@@ -743,7 +737,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         help="feature_vector (default): pooled features; classification: logits",
     )
     parser.add_argument(
-        "--input-size", type=_cli_size, default=None, metavar="N",
+        "--input-size", type=image_size_argument, default=None, metavar="N",
         help="fix the input to NxN pixels (default: any size, [batch, None, None, 3])",
     )
     parser.add_argument(

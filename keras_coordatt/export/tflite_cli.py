@@ -51,19 +51,13 @@ imagenet, also used for the calibration images; "none" feeds raw 0-255 pixel val
 """
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"input size must be at least 32, got {value}")
-    return value
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``export-tflite`` arguments to ``parser``."""
-    from keras_coordatt.cli import alpha_argument, positive_int_argument
+    from keras_coordatt.cli import (
+        alpha_argument,
+        image_size_argument,
+        positive_int_argument,
+    )
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = CLI_EPILOG
@@ -82,7 +76,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         '.pth / .pth.tar / .weights.h5 file, or "none" (random)')
     parser.add_argument("--classes", type=positive_int_argument, default=1000,
                         help="--model classifier outputs (1000)")
-    parser.add_argument("--input-size", type=_size, default=None, metavar="N",
+    parser.add_argument("--input-size", type=image_size_argument, default=None, metavar="N",
                         help="export at NxN pixels (default 224 for --model; the saved model's "
                         "own size otherwise, needed when it accepts any size)")
     parser.add_argument("--calibration-images", metavar="DIR",
