@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 DATA_FORMATS = ("channels_last", "channels_first")
+DIRECTIONS = ("hw", "h", "w")
 
 
 def resolve_data_format(data_format: str | None) -> str:
@@ -23,6 +24,26 @@ def check_positive_int(name: str, value) -> int:
     """Checks that ``value`` is an integer >= 1 (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    return value
+
+
+def check_directions(directions: str) -> str:
+    """Checks CoordAttention's ``directions``: ``"hw"`` (the paper's block), ``"h"`` or ``"w"``."""
+    if directions not in DIRECTIONS:
+        raise ValueError(
+            f"Unknown directions {directions!r}: use 'hw' (both, the paper's block), "
+            "'h' (height only) or 'w' (width only)."
+        )
+    return directions
+
+
+def check_odd_kernel_size(name: str, value) -> int:
+    """Checks that ``value`` is an odd integer >= 1, so a 'same' conv stays centred."""
+    value = check_positive_int(name, value)
+    if value % 2 == 0:
+        raise ValueError(
+            f"`{name}` must be odd so the spatial map stays centred, got {value}."
+        )
     return value
 
 

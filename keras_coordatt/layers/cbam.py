@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_coordatt.layers._common import (
     channel_count,
+    check_odd_kernel_size,
     check_positive_int,
     hidden_width,
     resolve_data_format,
@@ -44,12 +45,7 @@ class CBAM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.reduction = check_positive_int("reduction", reduction)
         self.min_channels = check_positive_int("min_channels", min_channels)
-        self.spatial_kernel_size = check_positive_int("spatial_kernel_size", spatial_kernel_size)
-        if self.spatial_kernel_size % 2 == 0:
-            raise ValueError(
-                f"`spatial_kernel_size` must be odd so the spatial map stays centred, "
-                f"got {spatial_kernel_size}."
-            )
+        self.spatial_kernel_size = check_odd_kernel_size("spatial_kernel_size", spatial_kernel_size)
         self.data_format = resolve_data_format(data_format)
         if self.data_format == "channels_last":
             self._spatial_axes, self._channel_axis = (1, 2), 3

@@ -7,12 +7,11 @@ from keras import ops
 
 from keras_coordatt.layers._common import (
     channel_count,
+    check_directions,
     check_positive_int,
     hidden_width,
     resolve_data_format,
 )
-
-DIRECTIONS = ("hw", "h", "w")
 
 
 def conv_initializer() -> keras.initializers.Initializer:
@@ -59,12 +58,7 @@ class CoordAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.reduction = check_positive_int("reduction", reduction)
         self.min_channels = check_positive_int("min_channels", min_channels)
-        if directions not in DIRECTIONS:
-            raise ValueError(
-                f"Unknown directions {directions!r}: use 'hw' (both, the paper's block), "
-                "'h' (height only) or 'w' (width only)."
-            )
-        self.directions = directions
+        self.directions = check_directions(directions)
         self.data_format = resolve_data_format(data_format)
         if self.data_format == "channels_last":
             self._h_axis, self._w_axis = 1, 2

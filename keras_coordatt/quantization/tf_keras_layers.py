@@ -20,7 +20,12 @@ at inference it is the moving-statistics affine map.
 
 from __future__ import annotations
 
-from keras_coordatt.layers._common import check_positive_int, hidden_width
+from keras_coordatt.layers._common import (
+    check_directions,
+    check_odd_kernel_size,
+    check_positive_int,
+    hidden_width,
+)
 from keras_coordatt.quantization._deps import import_qat_stack
 
 tf, tf_keras, tfmot = import_qat_stack()
@@ -166,12 +171,7 @@ class CoordAttention(_QuantPointsLayer):
         super().__init__(**kwargs)
         self.reduction = check_positive_int("reduction", reduction)
         self.min_channels = check_positive_int("min_channels", min_channels)
-        if directions not in ("hw", "h", "w"):
-            raise ValueError(
-                f"Unknown directions {directions!r}: use 'hw' (both, the paper's block), "
-                "'h' (height only) or 'w' (width only)."
-            )
-        self.directions = directions
+        self.directions = check_directions(directions)
         self.data_format = _check_channels_last("CoordAttention", data_format)
 
     def build(self, input_shape):
@@ -345,12 +345,7 @@ class CBAM(_QuantPointsLayer):
         super().__init__(**kwargs)
         self.reduction = check_positive_int("reduction", reduction)
         self.min_channels = check_positive_int("min_channels", min_channels)
-        self.spatial_kernel_size = check_positive_int("spatial_kernel_size", spatial_kernel_size)
-        if self.spatial_kernel_size % 2 == 0:
-            raise ValueError(
-                f"`spatial_kernel_size` must be odd so the spatial map stays centred, "
-                f"got {spatial_kernel_size}."
-            )
+        self.spatial_kernel_size = check_odd_kernel_size("spatial_kernel_size", spatial_kernel_size)
         self.data_format = _check_channels_last("CBAM", data_format)
 
     def build(self, input_shape):
