@@ -9,6 +9,7 @@ from keras_coordatt.export.hub import HubExport, export_hub
 from keras_coordatt.export.litert import LiteRTModel, evaluate_tflite
 from keras_coordatt.export.tflite import (
     MODES,
+    ConversionError,
     TFLiteOp,
     export_tflite,
     float_ops,
@@ -18,6 +19,7 @@ from keras_coordatt.export.tflite import (
 
 __all__ = [
     "MODES",
+    "ConversionError",
     "HubExport",
     "LiteRTModel",
     "TFLiteOp",

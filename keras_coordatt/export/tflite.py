@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -12,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_coordatt.export._data import DataLike, iter_batches
+from keras_coordatt.export._ranges import range_pairs, widen_range
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TF_EXTRA_HINT = "TFLite export needs TensorFlow: pip install 'keras-coordatt[tf]'"
@@ -130,43 +135,195 @@ def _check_backend(model) -> None:
         )
 
 
-def _convert(
-    tf, model, mode, qat, shape, batch_size, representative_dataset, representative_steps, int8_io
-) -> bytes:
-    """Traces ``model(inputs, training=False)`` for one input signature and converts it.
+class ConversionError(RuntimeError):
+    """The TFLite converter failed or crashed on a model (its own message is included)."""
 
-    The same path serves Keras 3 and tf_keras models. The concrete function is frozen directly
-    (``experimental_lower_to_saved_model = False``): lowered through a SavedModel, the converter
-    keeps a Keras 3 model's variables as VAR_HANDLE / READ_VARIABLE ops, and ``from_keras_model``
-    on a QAT model traces the learning-phase branches of every layer too, which made a
-    MobileNetV2CA 0.35 conversion take over a minute instead of a few seconds.
+
+def _check_finite_weights(model) -> None:
+    """ValueError naming the variables of ``model`` that hold NaN or infinity."""
+    bad = [w.name for w in model.weights if not np.all(np.isfinite(np.asarray(w)))]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} variable(s) of {model.name!r} hold NaN or infinity, e.g. "
+            f"{', '.join(bad[:5])}: training diverged (lower the learning rate, or start QAT "
+            "from calibrated ranges: quantize_model(model, calibration_data=...)). Nothing "
+            "was converted."
+        )
+
+
+class _WidenedRanges:
+    """Context: every ``<name>_min`` / ``<name>_max`` range of a QAT model at least
+    ``MIN_RANGE_WIDTH`` wide (restored on exit). A degenerate range (``min == max``: a tensor
+    that never moved, an all-zero filter) gives the converter no scale, and it would compute
+    the ops around that tensor in float."""
+
+    def __init__(self, model):
+        self.pairs = range_pairs(model.weights)
+        self.saved = []
+
+    def __enter__(self):
+        for name, min_var, max_var in self.pairs:
+            low, high = np.asarray(min_var), np.asarray(max_var)
+            if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+                raise ValueError(f"Quantization range {name} is not finite: {low} .. {high}.")
+            new_low, new_high = widen_range(low, high)
+            if not (np.array_equal(new_low, low) and np.array_equal(new_high, high)):
+                self.saved.append((min_var, max_var, low, high))
+                min_var.assign(new_low.astype(low.dtype))
+                max_var.assign(new_high.astype(high.dtype))
+        return self
+
+    def __exit__(self, *exc_info):
+        for min_var, max_var, low, high in self.saved:
+            min_var.assign(low)
+            max_var.assign(high)
+
+
+def _frozen_graph(tf, model, shape, batch_size):
+    """``model(inputs, training=False)`` traced for one input signature, variables frozen.
+
+    Returns ``(graph_def, input_name, output_names)``. Frozen the way the converter freezes a
+    concrete function itself (no lowering through a SavedModel: that kept a Keras 3 model's
+    variables as VAR_HANDLE ops and made a QAT conversion trace every learning-phase branch).
     """
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2_as_graph,
+    )
+
     spec = tf.TensorSpec((batch_size, *shape), tf.float32, name="inputs")
     serve = tf.function(lambda inputs: model(inputs, training=False), input_signature=[spec])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], model
+    frozen, graph_def = convert_variables_to_constants_v2_as_graph(
+        serve.get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
     )
-    converter.experimental_lower_to_saved_model = False
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if mode == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif mode == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif mode == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if not qat:
-            converter.representative_dataset = _representative(
-                representative_dataset, batch_size, representative_steps, shape
+    return graph_def, frozen.inputs[0].name, [tensor.name for tensor in frozen.outputs]
+
+
+def _calibration_samples(data, batch_size, steps, shape) -> np.ndarray:
+    samples = list(_representative(data, batch_size, steps, shape)())
+    if not samples:
+        raise ValueError("representative_dataset gave no calibration batch.")
+    return np.stack([batch for (batch,) in samples])
+
+
+def _run_converter(request: dict, graph_def, samples, isolate: bool) -> bytes:
+    """Converts in a child process (``isolate``) or in this one; returns the flatbuffer."""
+    with tempfile.TemporaryDirectory(prefix="keras_coordatt_tflite_") as folder:
+        folder = Path(folder)
+        (folder / "request.json").write_text(json.dumps(request))
+        (folder / "graph.pb").write_bytes(graph_def.SerializeToString())
+        if samples is not None:
+            np.save(folder / "calibration.npy", samples)
+        if isolate:
+            _convert_in_child(folder)
+        else:
+            from keras_coordatt.export import _convert_worker
+
+            _convert_worker.main(str(folder))
+        if (folder / "error.txt").exists():
+            message = (folder / "error.txt").read_text().split("\n\n", 1)[0]
+            raise ConversionError(f"The TFLite converter failed: {message}")
+        return (folder / "model.tflite").read_bytes()
+
+
+# Loads the worker from its file without putting keras_coordatt/export/ on sys.path (its
+# tflite.py would shadow a module TensorFlow imports) and without importing keras_coordatt.
+_RUN_WORKER = (
+    "import importlib.util, sys\n"
+    "spec = importlib.util.spec_from_file_location('_convert_worker', sys.argv[1])\n"
+    "worker = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(worker)\n"
+    "sys.exit(worker.main(sys.argv[2]))\n"
+)
+
+
+def _convert_in_child(folder: Path) -> None:
+    worker = Path(__file__).with_name("_convert_worker.py")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    with open(folder / "converter.log", "w+b") as log:
+        status = subprocess.run(
+            [sys.executable, "-c", _RUN_WORKER, str(worker), str(folder)], cwd=folder,
+            stdout=log, stderr=subprocess.STDOUT, env=env, check=False,
+        ).returncode
+        if status < 0 or (status != 0 and not (folder / "error.txt").exists()):
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
+            cause = signal.Signals(-status).name if status < 0 else f"exit status {status}"
+            raise ConversionError(
+                f"The TFLite converter crashed ({cause}); this process and the model are "
+                "unharmed. Its last output:\n  " + "\n  ".join(tail)
             )
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        # (A QAT model keeps TFLITE_BUILTINS: TF 2.21's converter refuses INT8-only ops without
-        # a representative dataset before it looks at the fake-quant ops; `strict` checks
-        # the result instead.)
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    return converter.convert()
+
+
+def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps, int8_io,
+             isolate) -> bytes:
+    tf = _import_tf()
+    _check_finite_weights(model)
+    with _WidenedRanges(model) if qat else contextlib.nullcontext():
+        graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size)
+    samples = None
+    if mode == "int8" and not qat:
+        samples = _calibration_samples(representative_dataset, batch_size, steps, shape)
+    request = {"mode": mode, "qat": qat, "int8_io": int8_io, "input": input_name,
+               "outputs": output_names}
+    return _run_converter(request, graph_def, samples, isolate)
+
+
+def _check_arguments(model, mode, representative_dataset, int8_io, batch_size) -> bool:
+    """Validates the arguments of :func:`export_tflite`; returns whether ``model`` is QAT."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}: use one of {', '.join(map(repr, MODES))}.")
+    if int8_io and mode != "int8":
+        raise ValueError(f"int8_io=True needs mode='int8', got mode={mode!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}.")
+    keras3 = _is_keras3_model(model)
+    if not keras3 and not _is_tf_keras_model(model):
+        raise ValueError(
+            f"export_tflite takes a Keras 3 or tf_keras model, got {type(model).__name__}."
+        )
+    qat = not keras3 and is_qat_model(model)
+    if qat and mode != "int8":
+        raise ValueError(
+            f"{model.name!r} is a QAT model: export it with mode='int8' (export the float model "
+            f"for mode={mode!r})."
+        )
+    if mode == "int8" and not qat and representative_dataset is None:
+        raise ValueError(
+            "mode='int8' needs a representative_dataset (calibration input batches) for a float "
+            "model, or a QAT model from keras_coordatt.quantization.quantize_model."
+        )
+    return qat
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
+        try:
+            handle.write(content)
+        except BaseException:
+            handle.close()
+            os.unlink(handle.name)
+            raise
+    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates 0600; a model file is not secret
+    os.replace(handle.name, path)
+
+
+def _float_op_report(model, bad: list[TFLiteOp]) -> str:
+    """Which layers and tensors the float ops of an int8 export touch."""
+    layer_names = [layer.name for layer in getattr(model, "layers", [])]
+    tensors, layers = [], []
+    for op in bad:
+        for name, dtype in zip(op.input_names + op.output_names, op.inputs + op.outputs,
+                               strict=False):
+            if dtype in _FLOAT_TYPES and name not in tensors:
+                tensors.append(name)
+                layers += [n for n in layer_names if f"/{n}/" in f"/{name}" and n not in layers]
+    return (
+        f"The int8 export computes in float in {len(bad)} op(s): "
+        f"{', '.join(op.name for op in bad[:8])}. Layers: {', '.join(layers[:8]) or 'unknown'}. "
+        f"Float tensors: {'; '.join(t[:120] for t in tensors[:6])}. A layer was not quantized "
+        "(or its range is degenerate); pass strict=False to keep such a model."
+    )
 
 
 def export_tflite(
@@ -180,6 +337,7 @@ def export_tflite(
     batch_size: int | None = None,
     representative_steps: int | None = None,
     strict: bool = True,
+    isolate: bool = True,
 ) -> str:
     """Converts ``model`` to a ``.tflite`` file with builtin ops only; returns ``path``.
 
@@ -187,8 +345,8 @@ def export_tflite(
         model: a Keras 3 model (TensorFlow backend), a tf_keras model, or a QAT model from
             :func:`keras_coordatt.quantization.quantize_model` (its fake-quant ranges give the
             int8 parameters). ``model(inputs, training=False)`` is traced for one input
-            signature and converted as a frozen concrete function.
-        path: output file (parent folders are created).
+            signature, frozen and converted.
+        path: output file (parent folders are created; written atomically).
         mode: ``"float32"``; ``"float16"`` (fp16 weights); ``"dynamic"`` (int8 weights, float
             activations); ``"int8"`` (full integer: every op int8, from a QAT model or by
             post-training calibration on ``representative_dataset``).
@@ -203,63 +361,31 @@ def export_tflite(
         representative_steps: use at most this many calibration samples (batches of
             ``batch_size``, or single images for a dynamic batch).
         strict: for ``mode="int8"``, raise if any op computes in float (see :func:`float_ops`).
+        isolate: run the converter in a child process (default), so that a converter crash
+            raises :class:`ConversionError` instead of ending this process; about 3 s more.
+
+    A QAT model's quantization ranges narrower than ``MIN_RANGE_WIDTH`` are converted widened
+    to it (a degenerate range would leave its ops in float); the model itself is unchanged.
 
     Raises:
         ValueError: unknown ``mode``; ``mode="int8"`` with neither a representative dataset nor
             a QAT model; ``int8_io`` without int8; a QAT model with another mode; an input shape
-            that is not fixed; a Keras 3 model on a non-TensorFlow backend.
+            that is not fixed; a Keras 3 model on a non-TensorFlow backend; NaN or infinite
+            weights; with ``strict``, an int8 result with float ops (naming layers and tensors).
+        ConversionError: the converter raised, or crashed.
     """
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}: use one of {', '.join(map(repr, MODES))}.")
-    if int8_io and mode != "int8":
-        raise ValueError(f"int8_io=True needs mode='int8', got mode={mode!r}.")
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}.")
-    keras3 = _is_keras3_model(model)
-    tf_keras_model = not keras3 and _is_tf_keras_model(model)
-    if not keras3 and not tf_keras_model:
-        raise ValueError(
-            f"export_tflite takes a Keras 3 or tf_keras model, got {type(model).__name__}."
-        )
-    qat = tf_keras_model and is_qat_model(model)
-    if qat and mode != "int8":
-        raise ValueError(
-            f"{model.name!r} is a QAT model: export it with mode='int8' (export the float model "
-            f"for mode={mode!r})."
-        )
-    if mode == "int8" and not qat and representative_dataset is None:
-        raise ValueError(
-            "mode='int8' needs a representative_dataset (calibration input batches) for a float "
-            "model, or a QAT model from keras_coordatt.quantization.quantize_model."
-        )
+    qat = _check_arguments(model, mode, representative_dataset, int8_io, batch_size)
     shape = _resolve_shape(model, input_shape)
-
     _check_backend(model)
-    tf = _import_tf()
-    flatbuffer = _convert(
-        tf, model, mode, qat, shape, batch_size, representative_dataset, representative_steps,
-        int8_io,
-    )
+    flatbuffer = _convert(model, mode, qat, shape, batch_size, representative_dataset,
+                          representative_steps, int8_io, isolate)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
-        try:
-            handle.write(flatbuffer)
-        except BaseException:
-            handle.close()
-            os.unlink(handle.name)
-            raise
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates 0600; a model file is not secret
-    os.replace(handle.name, path)
+    _write_atomically(path, flatbuffer)
     if mode == "int8" and strict:
         bad = float_ops(inspect_tflite(path), allow_float_io=not int8_io)
         if bad:
             path.unlink()
-            raise ValueError(
-                "The int8 export computes in float in "
-                f"{len(bad)} op(s): {', '.join(op.name for op in bad[:8])}. A layer was not "
-                "quantized; pass strict=False to keep such a model."
-            )
+            raise ValueError(_float_op_report(model, bad))
     return str(path)
 
 
@@ -275,6 +401,8 @@ class TFLiteOp:
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
 
     @property
     def is_float(self) -> bool:
@@ -299,20 +427,24 @@ def inspect_tflite(path: str | os.PathLike) -> list[TFLiteOp]:
     'int32'), ('int8',)), ...]``. Optional inputs that are absent are left out.
     """
     interpreter = _interpreter(path)
-    dtypes = {
-        detail["index"]: np.dtype(detail["dtype"]).name
-        for detail in interpreter.get_tensor_details()
-    }
-    ops = []
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - LiteRT has no public op list
-        ops.append(
-            TFLiteOp(
-                name=op["op_name"],
-                inputs=tuple(dtypes[i] for i in op["inputs"] if i >= 0),
-                outputs=tuple(dtypes[i] for i in op["outputs"] if i >= 0),
-            )
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+
+    def dtypes(indices):
+        return tuple(np.dtype(tensors[i]["dtype"]).name for i in indices if i >= 0)
+
+    def names(indices):
+        return tuple(tensors[i]["name"] for i in indices if i >= 0)
+
+    return [
+        TFLiteOp(
+            name=op["op_name"],
+            inputs=dtypes(op["inputs"]),
+            outputs=dtypes(op["outputs"]),
+            input_names=names(op["inputs"]),
+            output_names=names(op["outputs"]),
         )
-    return ops
+        for op in interpreter._get_ops_details()  # noqa: SLF001 - LiteRT has no public op list
+    ]
 
 
 def float_ops(ops: list[TFLiteOp], *, allow_float_io: bool = True) -> list[TFLiteOp]:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_coordatt.export._data import DataLike, iter_batches
+from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, widen_range
 from keras_coordatt.quantization import tf_keras_layers
 from keras_coordatt.quantization._deps import import_qat_stack
 from keras_coordatt.quantization.twin import to_tf_keras
@@ -123,8 +124,11 @@ def _range_quantizers(model) -> list:
 
 
 class _Observations:
+    """Per-batch ``[min, max]`` of every range quantizer's input, per calibration pass."""
+
     def __init__(self):
         self.stats: dict[int, list] = {}
+        self.current_pass = 0
 
     def observer_class(self, base: type) -> type:
         observations = self
@@ -134,59 +138,108 @@ class _Observations:
                 low = min(float(tf.reduce_min(inputs)), 0.0)
                 high = max(float(tf.reduce_max(inputs)), 0.0)
                 entry = observations.stats.setdefault(
-                    id(weights["min_var"]), [weights["min_var"], weights["max_var"], base, []]
+                    id(weights["min_var"]), [weights["min_var"], weights["max_var"], base, {}]
                 )
-                entry[3].append((low, high))
+                entry[3].setdefault(observations.current_pass, []).append((low, high))
             return inputs
 
         return type(f"Observing{base.__name__}", (base,), {"__call__": __call__})
 
-    def assign(self) -> None:
-        for min_var, max_var, base, ranges in self.stats.values():
-            lows, highs = np.array(ranges).T
-            if issubclass(base, _qk.quantizers.AllValuesQuantizer):
-                low, high = lows.min(), highs.max()
-            else:  # the fixed point of the moving average: the mean batch range
-                low, high = lows.mean(), highs.mean()
-            min_var.assign(low)
-            max_var.assign(high)
+    def assign(self, min_width: float) -> list[str]:
+        """Sets every observed range; returns the names of the ranges that had to be widened."""
+        widened = []
+        for min_var, max_var, base, passes in self.stats.values():
+            low, high = 0.0, 0.0
+            for ranges in passes.values():  # the union over the passes
+                lows, highs = np.array(ranges).T
+                if issubclass(base, _qk.quantizers.AllValuesQuantizer):
+                    pass_low, pass_high = lows.min(), highs.max()
+                else:  # the fixed point of the moving average: the mean batch range
+                    pass_low, pass_high = lows.mean(), highs.mean()
+                low, high = min(low, pass_low), max(high, pass_high)
+            if not np.isfinite(low) or not np.isfinite(high):
+                raise ValueError(
+                    f"Calibration saw non-finite values at {min_var.name.rsplit('_min', 1)[0]}: "
+                    "the float model overflows on this data (check its weights and inputs)."
+                )
+            new_low, new_high = (float(v) for v in widen_range(low, high, min_width))
+            if (new_low, new_high) != (low, high):
+                widened.append(min_var.name.rsplit("_min", 1)[0])
+            min_var.assign(new_low)
+            max_var.assign(new_high)
+        return widened
 
 
-def calibrate(model, data: DataLike, *, steps: int | None = None, batch_size: int = 32):
+def _batch_norms(model) -> list:
+    return [m for m in model.submodules if isinstance(m, tf_keras.layers.BatchNormalization)]
+
+
+def _observe(model, data, steps, batch_size) -> None:
+    seen = 0
+    for inputs, _ in iter_batches(data, batch_size=batch_size, limit=steps):
+        model(tf.convert_to_tensor(inputs, tf.float32), training=True)
+        seen += 1
+    if not seen:
+        raise ValueError("calibrate() got no data batches.")
+
+
+def calibrate(
+    model,
+    data: DataLike,
+    *,
+    steps: int | None = None,
+    batch_size: int = 32,
+    min_width: float = MIN_RANGE_WIDTH,
+):
     """Initialises the activation ranges of a QAT model from data; returns the model.
 
     Runs ``steps`` batches of ``data`` (input batches or ``(inputs, labels)``; arrays are cut
-    into ``batch_size`` batches) through the model with float activations: every
-    moving-average range becomes the mean per-batch [min, max] of its tensor (the value tfmot's
-    moving average converges to), the input range the overall [min, max], and weight ranges
-    the current weights. BatchNormalization statistics are not touched, Dropout is off.
+    into ``batch_size`` batches) through the model twice with float activations: once with
+    BatchNormalization on its moving statistics (as the exported model computes) and once on
+    batch statistics (as ``fit`` computes; the moving statistics are restored afterwards).
+    Every moving-average range becomes the union over the two passes of the mean per-batch
+    ``[min, max]`` of its tensor (the value tfmot's moving average converges to), the input
+    range the overall ``[min, max]``, and weight ranges the current weights. Dropout is off.
+
+    The two passes agree for a trained network. For a freshly built one (moving statistics
+    still 0 / 1) they can differ by orders of magnitude, and ranges taken from the first pass
+    alone clip every training-mode activation: each BatchNormalization then divides the
+    gradient by a tiny batch standard deviation, and after 20 blocks it overflows float32
+    (adam's second moment becomes inf, the weights NaN).
+
+    Ranges narrower than ``min_width`` (a tensor constant on the data: dead units, a gate
+    that never moves) are widened to it, so that no op of the int8 export falls back to float.
+
+    Raises:
+        ValueError: ``model`` is not a QAT model, ``data`` is empty, or the model produces
+            non-finite values on it.
     """
     quantizers = _range_quantizers(model)
     if not quantizers:
         raise ValueError(f"{model.name!r} has no activation quantizers: is it a QAT model?")
     observations = _Observations()
     original = {id(q): type(q) for q in quantizers}
-    frozen = []
-    for module in model.submodules:
-        if isinstance(module, tf_keras.layers.BatchNormalization) and module.trainable:
-            module.trainable = False
-            frozen.append((module, "trainable", True))
-        elif isinstance(module, tf_keras.layers.Dropout):
-            frozen.append((module, "rate", module.rate))
-            module.rate = 0.0
+    batch_norms = {bn: bn.trainable for bn in _batch_norms(model)}
+    moving = [(v, v.numpy()) for bn in batch_norms for v in (bn.moving_mean, bn.moving_variance)]
+    dropouts = {m: m.rate for m in model.submodules if isinstance(m, tf_keras.layers.Dropout)}
     try:
         for quantizer in quantizers:
             quantizer.__class__ = observations.observer_class(type(quantizer))
-        seen = 0
-        for inputs, _ in iter_batches(data, batch_size=batch_size, limit=steps):
-            model(tf.convert_to_tensor(inputs, tf.float32), training=True)
-            seen += 1
-        if not seen:
-            raise ValueError("calibrate() got no data batches.")
+        for dropout in dropouts:
+            dropout.rate = 0.0
+        for observation_pass, batch_statistics in enumerate((False, True)):
+            observations.current_pass = observation_pass
+            for bn, trainable in batch_norms.items():  # a non-trainable tf_keras BN runs on
+                bn.trainable = trainable and batch_statistics  # its moving statistics
+            _observe(model, data, steps, batch_size)
     finally:
         for quantizer in quantizers:
             quantizer.__class__ = original[id(quantizer)]
-        for module, attribute, value in frozen:
-            setattr(module, attribute, value)
-    observations.assign()
+        for bn, trainable in batch_norms.items():
+            bn.trainable = trainable
+        for dropout, rate in dropouts.items():
+            dropout.rate = rate
+        for variable, value in moving:
+            variable.assign(value)
+    observations.assign(min_width)
     return model

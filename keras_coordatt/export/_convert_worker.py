@@ -1,0 +1,78 @@
+"""Runs the TFLite converter on a frozen graph, in a process of its own.
+
+``main(REQUEST_DIR)``, loaded from this file by ``export_tflite`` (only TensorFlow is imported):
+reads ``request.json`` (input / output tensor names, converter settings), ``graph.pb`` (a frozen
+``GraphDef``: every variable already a constant) and, for post-training int8,
+``calibration.npy`` (the representative samples, ``(steps, batch, H, W, C)``); writes
+``model.tflite``, or ``error.txt`` and exit status 1 when the converter raises. A converter
+that crashes (segmentation fault, abort) ends only this process: the parent reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+
+def _concrete_function(tf, graph_def, input_name: str, output_names: list[str]):
+    """The frozen graph as a concrete function ``inputs -> outputs``."""
+
+    def import_graph():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    graph = wrapped.graph
+    return wrapped.prune(
+        graph.as_graph_element(input_name), [graph.as_graph_element(n) for n in output_names]
+    )
+
+
+def _converter(tf, function, request: dict, directory: Path):
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    mode = request["mode"]
+    if mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if not request["qat"]:
+            import numpy as np
+
+            samples = np.load(directory / "calibration.npy", mmap_mode="r")
+            converter.representative_dataset = lambda: ([np.asarray(s)] for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # (A QAT model keeps TFLITE_BUILTINS: TF 2.21's converter refuses INT8-only ops without
+        # a representative dataset before it looks at the fake-quant ops; export_tflite checks
+        # the result instead.)
+        if request["int8_io"]:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    return converter
+
+
+def main(directory: str) -> int:
+    directory = Path(directory)
+    try:
+        import tensorflow as tf
+
+        request = json.loads((directory / "request.json").read_text())
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString((directory / "graph.pb").read_bytes())
+        function = _concrete_function(tf, graph_def, request["input"], request["outputs"])
+        flatbuffer = _converter(tf, function, request, directory).convert()
+        (directory / "model.tflite").write_bytes(flatbuffer)
+    except Exception as error:  # reported to the parent, which raises
+        (directory / "error.txt").write_text(
+            f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}"
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
