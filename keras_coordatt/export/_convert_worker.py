@@ -46,6 +46,7 @@ def _converter(tf, function, request: dict, directory: Path):
             samples = np.load(directory / "calibration.npy", mmap_mode="r")
             converter.representative_dataset = lambda: ([np.asarray(s)] for s in samples)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter._experimental_calibrate_only = True  # noqa: SLF001 - see _quantize
         # (A QAT model keeps TFLITE_BUILTINS: TF 2.21's converter refuses INT8-only ops without
         # a representative dataset before it looks at the fake-quant ops; export_tflite checks
         # the result instead.)
@@ -53,6 +54,44 @@ def _converter(tf, function, request: dict, directory: Path):
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     return converter
+
+
+def _widen_calibrated_ranges(calibrated: bytes, min_width: float) -> bytes:
+    """Every tensor range the calibrator recorded, at least ``min_width`` wide.
+
+    A tensor that is constant on the calibration data (a dead ReLU, a block whose input never
+    fires) is recorded as ``[0, 0]``; the quantizer then gives it a scale near 1e-8, and
+    XNNPACK refuses to run the model (its requantization scales go out of range).
+    """
+    import numpy as np
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            quantization = tensor.quantization
+            if quantization is None or quantization.min is None or quantization.max is None:
+                continue
+            low = np.minimum(np.asarray(quantization.min, dtype=np.float64), 0.0)
+            high = np.maximum(np.asarray(quantization.max, dtype=np.float64), 0.0)
+            missing = np.maximum(min_width - (high - low), 0.0)
+            grow_high = np.where(high >= -low, missing, 0.0)
+            quantization.min = (low - (missing - grow_high)).astype(np.float32)
+            quantization.max = (high + grow_high).astype(np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _quantize(tf, calibrated: bytes, request: dict) -> bytes:
+    """The second half of post-training int8 conversion, on widened calibration ranges (what
+    ``TFLiteConverter._quantize`` does after calibrating)."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    io_type = tf.int8 if request["int8_io"] else tf.float32
+    return mlir_quantize(
+        _widen_calibrated_ranges(calibrated, request["min_range_width"]),
+        input_data_type=io_type,
+        output_data_type=io_type,
+    )
 
 
 def main(directory: str) -> int:
@@ -65,6 +104,8 @@ def main(directory: str) -> int:
         graph_def.ParseFromString((directory / "graph.pb").read_bytes())
         function = _concrete_function(tf, graph_def, request["input"], request["outputs"])
         flatbuffer = _converter(tf, function, request, directory).convert()
+        if request["mode"] == "int8" and not request["qat"]:
+            flatbuffer = _quantize(tf, flatbuffer, request)
         (directory / "model.tflite").write_bytes(flatbuffer)
     except Exception as error:  # reported to the parent, which raises
         (directory / "error.txt").write_text(

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_coordatt.export._data import DataLike, iter_batches
-from keras_coordatt.export._ranges import range_pairs, widen_range
+from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TF_EXTRA_HINT = "TFLite export needs TensorFlow: pip install 'keras-coordatt[tf]'"
@@ -151,32 +151,60 @@ def _check_finite_weights(model) -> None:
         )
 
 
-class _WidenedRanges:
-    """Context: every ``<name>_min`` / ``<name>_max`` range of a QAT model at least
-    ``MIN_RANGE_WIDTH`` wide (restored on exit). A degenerate range (``min == max``: a tensor
-    that never moved, an all-zero filter) gives the converter no scale, and it would compute
-    the ops around that tensor in float."""
+#: Smallest |gamma| a BatchNormalization of a QAT model is converted with. The converter folds
+#: BN into the preceding conv and quantizes the folded kernel per output channel: a channel
+#: with gamma == 0 (a pruned or never-firing unit) would have scale 0 and leave the conv float.
+MIN_BATCH_NORM_GAMMA = 1e-6
 
-    def __init__(self, model):
-        self.pairs = range_pairs(model.weights)
+
+def _batch_norms(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested ones (attention blocks) included."""
+    if _is_keras3_model(model):
+        layers = model._flatten_layers(include_self=False, recursive=True)  # noqa: SLF001
+    else:
+        layers = model.submodules
+    return [layer for layer in layers if type(layer).__name__ == "BatchNormalization"]
+
+
+class _ConvertibleQuantization:
+    """Context for a quantized conversion: every ``<name>_min`` / ``<name>_max`` range of a QAT
+    model (``ranges``) at least ``MIN_RANGE_WIDTH`` wide and every BatchNormalization
+    ``|gamma|`` at least ``MIN_BATCH_NORM_GAMMA`` (both restored on exit). A degenerate range
+    (``min == max``: a tensor that never moved) or a zero gamma gives the converter no scale,
+    and it would compute the ops around that tensor in float. The outputs change by far less
+    than one int8 step."""
+
+    def __init__(self, model, ranges: bool):
+        self.model = model
+        self.ranges = ranges
         self.saved = []
 
+    def _replace(self, variable, value) -> None:
+        self.saved.append((variable, np.asarray(variable)))
+        variable.assign(np.asarray(value).astype(np.asarray(variable).dtype))
+
     def __enter__(self):
-        for name, min_var, max_var in self.pairs:
+        for name, min_var, max_var in range_pairs(self.model.weights) if self.ranges else ():
             low, high = np.asarray(min_var), np.asarray(max_var)
             if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
                 raise ValueError(f"Quantization range {name} is not finite: {low} .. {high}.")
             new_low, new_high = widen_range(low, high)
             if not (np.array_equal(new_low, low) and np.array_equal(new_high, high)):
-                self.saved.append((min_var, max_var, low, high))
-                min_var.assign(new_low.astype(low.dtype))
-                max_var.assign(new_high.astype(high.dtype))
+                self._replace(min_var, new_low)
+                self._replace(max_var, new_high)
+        for module in _batch_norms(self.model):
+            gamma = getattr(module, "gamma", None)
+            if gamma is not None:
+                value = np.asarray(gamma)
+                if np.any(np.abs(value) < MIN_BATCH_NORM_GAMMA):
+                    sign = np.where(value < 0, -1.0, 1.0)
+                    self._replace(gamma, np.where(np.abs(value) < MIN_BATCH_NORM_GAMMA,
+                                                  sign * MIN_BATCH_NORM_GAMMA, value))
         return self
 
     def __exit__(self, *exc_info):
-        for min_var, max_var, low, high in self.saved:
-            min_var.assign(low)
-            max_var.assign(high)
+        for variable, value in reversed(self.saved):
+            variable.assign(value)
 
 
 def _frozen_graph(tf, model, shape, batch_size):
@@ -258,13 +286,14 @@ def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps,
              isolate) -> bytes:
     tf = _import_tf()
     _check_finite_weights(model)
-    with _WidenedRanges(model) if qat else contextlib.nullcontext():
+    quantized = mode in ("int8", "dynamic")
+    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext():
         graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size)
     samples = None
     if mode == "int8" and not qat:
         samples = _calibration_samples(representative_dataset, batch_size, steps, shape)
     request = {"mode": mode, "qat": qat, "int8_io": int8_io, "input": input_name,
-               "outputs": output_names}
+               "outputs": output_names, "min_range_width": MIN_RANGE_WIDTH}
     return _run_converter(request, graph_def, samples, isolate)
 
 
@@ -364,8 +393,9 @@ def export_tflite(
         isolate: run the converter in a child process (default), so that a converter crash
             raises :class:`ConversionError` instead of ending this process; about 3 s more.
 
-    A QAT model's quantization ranges narrower than ``MIN_RANGE_WIDTH`` are converted widened
-    to it (a degenerate range would leave its ops in float); the model itself is unchanged.
+    A QAT model's quantization ranges narrower than ``MIN_RANGE_WIDTH`` and BatchNormalization
+    gammas smaller than ``MIN_BATCH_NORM_GAMMA`` are converted widened to them (a degenerate
+    range or a zero gamma would leave its ops in float); the model itself is unchanged.
 
     Raises:
         ValueError: unknown ``mode``; ``mode="int8"`` with neither a representative dataset nor
