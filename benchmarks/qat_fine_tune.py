@@ -1,12 +1,13 @@
 """A short real fine-tune, then QAT, then the int8 export, at 224x224; the int8 file's argmax
 must agree with the QAT Keras model's on real held-out images.
 
-For each ``--alphas`` value, in a child process: ``{builder}(alpha, input_shape=(224, 224, 3),
-classes=10)`` trained from scratch on the real CIFAR-10 images bundled with the package
-(``keras_coordatt.datasets.load_cifar10_subset``, 32x32 upsampled to 224 in ``tf.data``) for
-``--float-images`` images, then ``quantize_model(calibration_data=...)`` and QAT ``fit`` for
-``--qat-images`` images, then ``export_tflite(mode="int8")``; the first ``--eval`` test images
-are classified by the float model, the QAT Keras model and the int8 file.
+For each ``--alphas`` value, in a child process: ``{builder}(alpha, classes=10)`` trained from
+scratch on the real CIFAR-10 images bundled with the package
+(``keras_coordatt.datasets.load_cifar10_subset``, upsampled in ``tf.data``) for ``--epochs``
+epochs at ``--train-size`` (cheaper than 224 on a CPU; no ImageNet weights offline), its weights
+moved into the 224x224 model, then ``quantize_model(calibration_data=...)`` and QAT ``fit`` at
+224 for ``--qat-images`` images, then ``export_tflite(mode="int8")``; ``--eval`` held-out test
+images at 224 are classified by the float model, the QAT Keras model and the int8 file.
 
     python benchmarks/qat_fine_tune.py --model MobileNeXtCA --alphas 0.35 0.5 1.0 \\
         --output benchmarks/results/<date>-qat-fine-tune.md
@@ -29,7 +30,7 @@ import numpy as np
 SIZE = 224
 
 
-def _dataset(images, labels, batch_size, shuffle_seed=None):
+def _dataset(images, labels, batch_size, shuffle_seed=None, size=SIZE):
     import tensorflow as tf
 
     from keras_coordatt.applications import preprocess_input
@@ -39,14 +40,16 @@ def _dataset(images, labels, batch_size, shuffle_seed=None):
         data = data.shuffle(len(images), seed=shuffle_seed)
 
     def prepare(image, label):
-        image = tf.image.resize(tf.cast(image, tf.float32), (SIZE, SIZE))
+        image = tf.image.resize(tf.cast(image, tf.float32), (size, size))
+        if shuffle_seed is not None:
+            image = tf.image.random_flip_left_right(image)
         return preprocess_input(image), label
 
     return data.batch(batch_size).map(prepare).prefetch(2)
 
 
 def run(model_name: str, alpha: float, float_images: int, qat_images: int, evaluate: int,
-        seed: int = 0) -> dict:
+        seed: int = 0, train_size: int = 96, epochs: int = 6) -> dict:
     import keras
 
     from keras_coordatt import applications
@@ -65,15 +68,23 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     train_x, train_y = train_x[train], train_y[train]
     test = _dataset(test_x[held_out], test_y[held_out], 20)
     result = {"model": model_name, "alpha": alpha, "size": SIZE, "float_images": float_images,
-              "qat_images": qat_images, "eval_images": evaluate}
+              "epochs": epochs, "train_size": train_size, "qat_images": qat_images,
+              "eval_images": evaluate}
 
+    # Float training from scratch at train_size (fully convolutional: the same weights run at
+    # 224), then the weights move into the 224x224 model that QAT fine-tunes and exports.
     start = time.perf_counter()
-    model = getattr(applications, model_name)(
-        input_shape=(SIZE, SIZE, 3), alpha=alpha, classes=10, weights=None
-    )
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(_dataset(train_x, train_y, 32, seed), epochs=1, verbose=2)
+    builder = getattr(applications, model_name)
+    small = builder(input_shape=(train_size, train_size, 3), alpha=alpha, classes=10,
+                    weights=None)
+    steps = epochs * (len(train_x) // 32)
+    small.compile(
+        optimizer=keras.optimizers.SGD(
+            keras.optimizers.schedules.CosineDecay(0.05, steps), momentum=0.9),
+        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    small.fit(_dataset(train_x, train_y, 32, seed, train_size), epochs=epochs, verbose=2)
+    model = builder(input_shape=(SIZE, SIZE, 3), alpha=alpha, classes=10, weights=None)
+    model.set_weights(small.get_weights())
     result["float_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -82,7 +93,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     qat.compile(optimizer=tf_keras.optimizers.SGD(0.005, momentum=0.9),
                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     qat.fit(_dataset(train_x[:qat_images], train_y[:qat_images], 32, seed + 1), epochs=1,
-            verbose=2)
+            verbose=2)  # at 224: also adapts the network to the larger objects
     result["qat_seconds"] = time.perf_counter() - start
 
     path = export_tflite(qat, Path(tempfile.mkdtemp()) / "qat.tflite", mode="int8")
@@ -114,16 +125,17 @@ def _markdown(results, command) -> str:
         "Real CIFAR-10 images (the subset bundled with the package) upsampled to 224x224; "
         "trained from scratch (no ImageNet weights offline), so top-1 is low: the point is "
         "that the int8 file computes what the QAT Keras model computes.", "",
-        "| model | alpha | float imgs | QAT imgs | eval imgs | float top-1 | QAT top-1 | "
-        "int8 top-1 | int8 vs QAT argmax | float ops | int8 KB | minutes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | alpha | float training | QAT imgs (224) | eval imgs (224) | float top-1 | "
+        "QAT top-1 | int8 top-1 | int8 vs QAT argmax | float ops | int8 KB | minutes |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['alpha']} | ERROR {r['error']} |")
             continue
         lines.append(
-            f"| {r['model']} | {r['alpha']} | {r['float_images']} | {r['qat_images']} | "
+            f"| {r['model']} | {r['alpha']} | {r['epochs']} x {r['float_images']} imgs at "
+            f"{r['train_size']} | {r['qat_images']} | "
             f"{r['eval_images']} | {r['float_top1']:.1%} | {r['qat_top1']:.1%} | "
             f"{r['int8_top1']:.1%} | **{r['int8_vs_qat_argmax']:.1%}** | "
             f"{len(r['float_ops'])} | {r['size_kb']:.0f} | "
@@ -136,14 +148,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="MobileNeXtCA")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.35, 0.5, 1.0])
-    parser.add_argument("--float-images", type=int, default=1000)
-    parser.add_argument("--qat-images", type=int, default=500)
+    parser.add_argument("--float-images", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=6, help="float epochs at --train-size")
+    parser.add_argument("--train-size", type=int, default=96)
+    parser.add_argument("--qat-images", type=int, default=1000)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--json", type=Path, help="run one alpha here, write its result")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if args.json:
-        result = run(args.model, args.alphas[0], args.float_images, args.qat_images, args.eval)
+        result = run(args.model, args.alphas[0], args.float_images, args.qat_images, args.eval,
+                     train_size=args.train_size, epochs=args.epochs)
         args.json.write_text(json.dumps(result, indent=1))
         return 0
     results = []
@@ -153,7 +168,8 @@ def main(argv=None) -> int:
             done = subprocess.run(
                 [sys.executable, __file__, "--model", args.model, "--alphas", str(alpha),
                  "--float-images", str(args.float_images), "--qat-images",
-                 str(args.qat_images), "--eval", str(args.eval), "--json", str(path)],
+                 str(args.qat_images), "--eval", str(args.eval), "--epochs", str(args.epochs),
+                 "--train-size", str(args.train_size), "--json", str(path)],
                 check=False,
             )
             result = (json.loads(path.read_text()) if done.returncode == 0 and path.exists()

@@ -256,9 +256,12 @@ def test_quantize_model_builder_calibrates_every_range(Q):
     model = _builder_model("MobileNetV2CA")
     _randomize_batchnorm(model)
     qat = Q.quantize_model(model, RNG.normal(size=(8, 64, 64, 3)).astype("float32"))
-    maxima = [w for w in qat.weights if w.name.endswith("_max:0")]
-    unchanged = [w.name for w in maxima if float(np.max(np.abs(w.numpy()))) in (0.0, 6.0)]
-    assert len(unchanged) <= 0.05 * len(maxima), unchanged
+    from keras_coordatt.export._ranges import range_pairs
+
+    pairs = range_pairs(qat.weights)  # tfmot starts every range at [-6, 6]
+    unchanged = [name for name, low, high in pairs
+                 if np.all(low.numpy() == -6.0) and np.all(high.numpy() == 6.0)]
+    assert len(pairs) > 100 and len(unchanged) <= 0.05 * len(pairs), unchanged
     ca_wrappers = [layer for layer in qat.layers if layer.name.endswith("_ca")]
     assert ca_wrappers and all(
         isinstance(layer.layer, Q.CoordAttention) for layer in ca_wrappers
