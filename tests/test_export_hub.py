@@ -561,7 +561,6 @@ def test_missing_extras_name_the_extra(monkeypatch):
 
 
 def test_cli_help(capsys):
-    hub_export.register_cli()
     assert cli_module.main(["export-hub", "--help"]) == 0
     out = capsys.readouterr().out
     for expected in (
@@ -579,7 +578,6 @@ def test_cli_help(capsys):
 
 
 def test_cli_end_to_end(tmp_path, capsys, imagenet_images):
-    hub_export.register_cli()
     out = tmp_path / "cli_export"
     args = [
         "export-hub", "--model", "mobilenet_v2_ca", "--alpha", "0.35", "--weights", "none",
@@ -629,7 +627,6 @@ def test_readme_snippet_runs(tmp_path, monkeypatch):
     assert python, f"no python block under the TF-Hub heading of {source}"
 
     # The shell command parses with the real CLI parser.
-    hub_export.register_cli()
     parser = cli_module.build_parser()
     commands = [line for code in shell for line in code.splitlines()]
     commands = [line for line in commands if line.startswith("keras-coordatt export-hub")]
