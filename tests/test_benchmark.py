@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -175,11 +176,17 @@ def test_benchmark_cli_rejects_bad_arguments(capsys):
 def _wheel_environment(tmp_path: Path) -> Path:
     """A fresh venv holding only our wheel, seeing the dev venv's TensorFlow / keras / LiteRT
     through a .pth file (nothing is downloaded); returns its python."""
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT / "keras_coordatt", source / "keras_coordatt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
     wheels = tmp_path / "wheels"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True, cwd=tmp_path, timeout=120,
+         "-w", str(wheels), str(source)],
+        check=True, capture_output=True, cwd=tmp_path, env=env, timeout=120,
     )
     (wheel,) = wheels.glob("keras_coordatt-*.whl")
     env_dir = tmp_path / "venv"
@@ -189,15 +196,16 @@ def _wheel_environment(tmp_path: Path) -> Path:
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()
-    import keras
-
-    dev_site = Path(keras.__file__).resolve().parents[1]
-    (Path(site) / "dev_site.pth").write_text(str(dev_site) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
          "--no-index", str(wheel)],
-        check=True, capture_output=True, cwd=tmp_path, timeout=120,
+        check=True, capture_output=True, cwd=tmp_path, env=env, timeout=120,
     )
+    import keras
+
+    # After the install, so pip does not find the dev venv's keras-coordatt there.
+    dev_site = Path(keras.__file__).resolve().parents[1]
+    (Path(site) / "dev_site.pth").write_text(str(dev_site) + "\n")
     return python
 
 
@@ -218,12 +226,14 @@ def test_benchmark_runs_from_an_installed_wheel(tmp_path):
     assert Path(where).resolve().is_relative_to((tmp_path / "venv").resolve()), where
     script = python.parent / "keras-coordatt"
     result = subprocess.run(
-        [str(script), "benchmark", "--models", "MobileNetV2CA", "MobileNetV2", "--runtimes",
-         "keras", "litert_int8", "--alpha", "0.35", "--input-size", "32", "--trials", "1",
+        [str(script), "benchmark", "--models", "MobileNetV2CA", "--runtimes", "keras",
+         "litert_f32", "--alpha", "0.35", "--input-size", "32", "--trials", "1",
          "--trial-seconds", "0.01", "--quiet"],
         capture_output=True, text=True, cwd=work, env=env, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| MobileNetV2CA |" in result.stdout and "LiteRT int8" in result.stdout
-    assert "MobileNetV2CA / MobileNetV2, LiteRT int8 (batch 1):" in result.stdout
+    header = "| model (batch 1, ms per batch) | Keras predict_on_batch | LiteRT float32 |"
+    assert header in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| MobileNetV2CA"))
+    assert len(re.findall(r"[\d.]+ \(±\d+%\)", row)) == 2
     assert "MET" not in result.stdout
