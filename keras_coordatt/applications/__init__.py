@@ -2,7 +2,8 @@
 
 Builders: :func:`MobileNetV2`, :func:`MobileNetV2CA`, :func:`MobileNeXt`, :func:`MobileNeXtCA`.
 Helpers: :func:`preprocess_input`, :func:`decode_predictions` (ImageNet), :func:`feature_extractor`
-(``P1``-``P5`` pyramid), :func:`profile` (params / MAdds), :func:`markdown_table`.
+(``P1``-``P5`` pyramid), :func:`profile` (params / MAdds), :func:`markdown_table`,
+:func:`model_spec` (the :class:`ModelSpec` a built model carries).
 """
 
 from keras_coordatt.applications.features import feature_extractor
@@ -15,8 +16,11 @@ from keras_coordatt.applications.profiling import (
     markdown_table,
     profile,
 )
+from keras_coordatt.applications.spec import ModelSpec, ModelWithSpec, model_spec
 
 __all__ = [
+    "ModelSpec",
+    "ModelWithSpec",
     "MobileNeXt",
     "MobileNeXtCA",
     "MobileNetV2",
@@ -26,6 +30,7 @@ __all__ = [
     "decode_predictions",
     "feature_extractor",
     "markdown_table",
+    "model_spec",
     "preprocess_input",
     "profile",
 ]
