@@ -2,7 +2,8 @@
 
 Builders: :func:`MobileNetV2`, :func:`MobileNetV2CA`, :func:`MobileNeXt`, :func:`MobileNeXtCA`.
 Helpers: :func:`preprocess_input`, :func:`decode_predictions` (ImageNet), :func:`feature_extractor`
-(``P1``-``P5`` pyramid), :func:`profile` (params / MAdds), :func:`markdown_table`.
+(``P1``-``P5`` pyramid), :func:`profile` (params / MAdds), :func:`markdown_table`,
+:func:`model_spec` (the :class:`ModelSpec` a built model carries).
 The table of models: :data:`CATALOG` (:class:`ModelEntry` per model), :func:`get_model_entry`,
 :func:`find_model_entry`, :func:`model_names`.
 """
@@ -24,9 +25,12 @@ from keras_coordatt.applications.profiling import (
     markdown_table,
     profile,
 )
+from keras_coordatt.applications.spec import ModelSpec, ModelWithSpec, model_spec
 
 __all__ = [
     "CATALOG",
+    "ModelSpec",
+    "ModelWithSpec",
     "MobileNeXt",
     "MobileNeXtCA",
     "MobileNetV2",
@@ -40,6 +44,7 @@ __all__ = [
     "get_model_entry",
     "markdown_table",
     "model_names",
+    "model_spec",
     "preprocess_input",
     "profile",
 ]

@@ -15,11 +15,7 @@ from collections.abc import Callable
 
 from keras_coordatt.applications.mobilenet_v2 import MobileNetV2, MobileNetV2CA
 from keras_coordatt.applications.mobilenext import MobileNeXt, MobileNeXtCA
-
-#: Network families.
-FAMILIES = ("mobilenet_v2", "mobilenext")
-#: Attention types (None: no attention).
-ATTENTIONS = (None, "ca", "se", "cbam")
+from keras_coordatt.applications.spec import ATTENTIONS, FAMILIES
 
 
 @dataclasses.dataclass(frozen=True)
