@@ -198,10 +198,9 @@ def export_hub(
 ) -> HubExport:
     """Writes ``model`` as a reusable TF2 SavedModel for TF-Hub / Kaggle Models.
 
-    Callers pass float32 RGB images in [0, 1], shape ``[batch, height, width, 3]``; the
-    ImageNet mean / std normalisation is inside (the result of
-    ``applications.preprocess_input(255 * x)``). See the module docstring for the interface
-    and the BatchNorm behaviour.
+    Callers pass float32 RGB images in [0, 1], shape ``[batch, height, width, 3]``; the ImageNet
+    normalisation is inside (``applications.preprocess_input(255 * x)``). See the module
+    docstring for the interface and the BatchNorm behaviour.
 
     Args:
         model: a functional Keras 3 model with one RGB image input, e.g. from
@@ -228,8 +227,7 @@ def export_hub(
         **card_keywords: deprecated: ``weights_source``, ``top1``, ``top5``, ``license``,
             ``description``, now fields of ``card``.
 
-    Returns:
-        A :class:`HubExport` describing what was written.
+    Returns a :class:`HubExport` describing what was written.
 
     Raises:
         ValueError: unknown ``kind`` or ``preprocessing``; a model without the layer the kind
