@@ -167,30 +167,23 @@ def ort_runner(path: str, images_nchw: np.ndarray, threads: int) -> Callable[[],
 
 
 def build_suite(
-    models: Iterable[str],
-    runtimes: Iterable[str],
-    batches: Iterable[int],
-    *,
-    alpha: float = 1.0,
-    input_size: int = 224,
-    threads: int = 2,
-    workdir: str | os.PathLike,
-    log: Callable[[str], None] | None = print,
-    keras_models: dict[str, Any] | None = None,
+    models: Iterable[str], runtimes: Iterable[str], batches: Iterable[int], **options: Any
 ) -> bench.Suite:
-    """The package's Keras / LiteRT contenders plus the PyTorch / ONNX Runtime ones, all
-    calibrated on :func:`calibration_images`."""
+    """:func:`keras_coordatt.benchmark.build_suite` (same ``options``: ``alpha``,
+    ``input_size``, ``threads``, ``workdir``, ``log``, ``keras_models``) plus the PyTorch /
+    ONNX Runtime contenders, all calibrated on :func:`calibration_images`."""
     models, runtimes, batches = list(models), list(runtimes), list(batches)
-    calibration = calibration_images(size=input_size)
+    options.setdefault("log", print)
+    calibration = calibration_images(size=options.get("input_size", 224))
     suite = bench.build_suite(
-        models, [r for r in runtimes if r not in TORCH_RUNTIMES], batches, alpha=alpha,
-        input_size=input_size, threads=threads, workdir=workdir, log=log,
-        keras_models=keras_models, calibration=calibration,
+        models, [r for r in runtimes if r not in TORCH_RUNTIMES], batches,
+        calibration=calibration, **options,
     )
     torch_suite = _torch_suite(
-        models, [r for r in runtimes if r in TORCH_RUNTIMES], batches, alpha=alpha,
-        input_size=input_size, threads=threads, workdir=Path(workdir),
-        log=log or (lambda _message: None), calibration=calibration,
+        models, [r for r in runtimes if r in TORCH_RUNTIMES], batches,
+        alpha=options.get("alpha", 1.0), input_size=options.get("input_size", 224),
+        threads=options.get("threads", 2), workdir=Path(options["workdir"]),
+        log=options["log"] or (lambda _message: None), calibration=calibration,
     )
     suite.contenders += torch_suite.contenders
     suite.notes += torch_suite.notes
