@@ -224,6 +224,10 @@ def test_benchmark_runs_from_an_installed_wheel(tmp_path):
         check=True, capture_output=True, text=True, cwd=work, env=env,
     ).stdout.strip().splitlines()[-1]
     assert Path(where).resolve().is_relative_to((tmp_path / "venv").resolve()), where
+    # Package data the library reads at run time is in the wheel.
+    installed = Path(where).parent
+    assert (installed / "export" / "templates" / "model_card.md").is_file()
+    assert (installed / "data" / "cifar10_subset.zip").is_file()
     script = python.parent / "keras-coordatt"
     result = subprocess.run(
         [str(script), "benchmark", "--models", "MobileNetV2CA", "--runtimes", "keras",

@@ -232,4 +232,9 @@ def test_old_cli_names_still_work_with_a_deprecation_warning():
     from keras_coordatt.cli import export_tflite
 
     assert tflite_cli.run_cli is export_tflite.run
+    from keras_coordatt import demo
+    from keras_coordatt.cli import demo as demo_command
+
+    with pytest.warns(DeprecationWarning, match="keras_coordatt.cli.demo"):
+        assert demo.add_arguments is demo_command.add_arguments
     assert tflite_cli.calibration_images is export_tflite.calibration_images
