@@ -4,12 +4,9 @@ The card follows the tfhub.dev model-page format: a ``# Module`` title, a one-li
 ``<!-- key: value -->`` metadata lines (task, network-architecture, dataset, fine-tunable,
 format, license), then Overview, Architecture, Inputs and outputs, Usage, Weights and accuracy,
 Fine-tuning, Licence and Citation sections. The layout and fixed text are the template
-``templates/model_card.md`` (a :class:`string.Template`, shipped as package data); this module
-computes its fields. The ``asset-path`` metadata line is left out: add it when you publish the
-archive somewhere.
-
-What the network is comes from :func:`keras_coordatt.applications.model_spec` (the spec a built
-model carries), never from the model's name.
+``templates/model_card.md`` (a :class:`string.Template`, package data); this module computes
+its fields, what the network is from :func:`keras_coordatt.applications.model_spec`, never from
+the model's name. The ``asset-path`` line is left out: add it when you publish the archive.
 """
 
 from __future__ import annotations
@@ -55,7 +52,6 @@ MOBILENEXT_BIBTEX = """@inproceedings{zhou2020rethinking,
   year      = {2020}
 }"""
 
-_FAMILY_TITLES = {"mobilenet_v2": "MobileNetV2", "mobilenext": "MobileNeXt"}
 _FAMILY_BIBTEX = {"mobilenet_v2": MOBILENET_V2_BIBTEX, "mobilenext": MOBILENEXT_BIBTEX}
 _ATTENTION_TITLES = {
     None: "",
@@ -147,10 +143,19 @@ class ArchitectureInfo:
     def title(self) -> str:
         if self.family is None:
             return self.model_name
-        text = _FAMILY_TITLES[self.family] + _ATTENTION_TITLES[self.attention]
+        text = _family_title(self.family) + _ATTENTION_TITLES[self.attention]
         if self.alpha is not None:
             text += f" (alpha {self.alpha:g})"
         return text
+
+
+def _family_title(family: str) -> str:
+    """``"MobileNetV2"`` for ``"mobilenet_v2"``: the name of the family's plain builder in the
+    catalog."""
+    from keras_coordatt.applications.catalog import find_model_entry
+
+    entry = find_model_entry(family, None)
+    return entry.builder_name if entry is not None else family
 
 
 def spec_of(model: Any) -> Any:
@@ -280,8 +285,7 @@ def _percent(value: float | None) -> str:
     return "not reported" if value is None else f"{value:g} %"
 
 
-def _dim(value: int | None) -> str:
-    return "None" if value is None else str(value)
+_dim = str  # a dimension: "None" when dynamic
 
 
 @functools.lru_cache(maxsize=1)
@@ -293,7 +297,7 @@ def _template() -> string.Template:
 def _architecture_lines(arch: ArchitectureInfo) -> list[str]:
     lines = [f"* Keras model: `{arch.model_name}`"]
     if arch.family is not None:
-        lines.append(f"* Family: {_FAMILY_TITLES[arch.family]}; attention: "
+        lines.append(f"* Family: {_family_title(arch.family)}; attention: "
                      f"{arch.attention or 'none'}")
     if arch.alpha is not None:
         lines.append(f"* Width multiplier alpha: {arch.alpha:g}")
