@@ -41,6 +41,10 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from keras_coordatt import benchmark as bench  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import full_suite  # noqa: E402
+
 from keras_coordatt.layers import CoordAttention  # noqa: E402
 
 # ------------------------------------------------------------------------------------------
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     names = list(VARIANTS) if args.variants else list(BASIC)
-    calibration = bench.calibration_images()
+    calibration = full_suite.calibration_images()
     images = bench.benchmark_inputs(1)[0]
     fixture = calibration[:2]
 
@@ -307,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         contender.fn()
     quiet = "no wait requested"
     if args.wait_load > 0:
-        quiet = bench.wait_for_quiet(args.wait_load, args.wait_minutes, log)
+        quiet = full_suite.wait_for_quiet(args.wait_load, args.wait_minutes, log)
     log(f"timing {len(contenders)} contenders, {args.trials} trials, load {bench.load_average()}")
     timings = bench.measure(contenders, trials=args.trials, trial_seconds=args.trial_seconds,
                             log=log)

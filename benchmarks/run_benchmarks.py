@@ -35,6 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import full_suite  # noqa: E402
+import goal_ratios  # noqa: E402
+
 from keras_coordatt import benchmark as bench  # noqa: E402
 
 TRAIN_LABELS = {
@@ -61,7 +64,7 @@ def training_contenders(models, runtimes, alpha: float, threads: int, batch: int
     rng = np.random.RandomState(7)
     images = rng.standard_normal((batch, 224, 224, 3)).astype(np.float32)
     labels = rng.randint(0, 1000, size=batch)
-    calibration = bench.calibration_images()
+    calibration = full_suite.calibration_images()
     contenders = []
     reference = None
     for name in models:
@@ -76,11 +79,11 @@ def training_contenders(models, runtimes, alpha: float, threads: int, batch: int
                 fn = (lambda m: lambda: m.train_on_batch(images, labels))(model)
             else:
                 if reference is None:
-                    reference = bench.load_torch_reference()
+                    reference = full_suite.load_torch_reference()
                     if isinstance(reference, str):
                         log(f"PyTorch training skipped: {reference}")
                         break
-                    bench.configure_torch_threads(threads)
+                    full_suite.configure_torch_threads(threads)
                 import torch
 
                 module = reference.build(
@@ -156,7 +159,8 @@ def memory_table(rows: list[dict], batches) -> str:
             f"{by_batch[b]['peak_delta_mb']:.0f}" if b in by_batch and
             by_batch[b]["peak_delta_mb"] is not None else "—" for b in batches
         ]
-        lines.append(f"| {bench.RUNTIME_LABELS[runtime]} | {model} | {first['import_mb']:.0f} | "
+        label = full_suite.RUNTIME_LABELS[runtime]
+        lines.append(f"| {label} | {model} | {first['import_mb']:.0f} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -169,15 +173,15 @@ def memory_table(rows: list[dict], batches) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(bench.MODELS), choices=bench.MODELS)
-    parser.add_argument("--runtimes", nargs="+", default=list(bench.RUNTIMES),
-                        choices=bench.RUNTIMES)
+    parser.add_argument("--runtimes", nargs="+", default=list(full_suite.RUNTIMES),
+                        choices=full_suite.RUNTIMES)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trials", type=int, default=7, help="interleaved latency trials")
     parser.add_argument("--trial-seconds", type=float, default=0.5)
     parser.add_argument("--train-models", nargs="*", default=["MobileNetV2CA", "MobileNetV2"],
-                        choices=[m for m in bench.MODELS if bench.TORCH_COUNTERPART[m]])
+                        choices=[m for m in bench.MODELS if full_suite.TORCH_COUNTERPART[m]])
     parser.add_argument("--train-runtimes", nargs="*", default=list(TRAIN_LABELS),
                         choices=list(TRAIN_LABELS))
     parser.add_argument("--train-trials", type=int, default=5)
@@ -204,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. proof of the PyTorch reference
     proof = None
-    reference = bench.load_torch_reference()
+    reference = full_suite.load_torch_reference()
     if isinstance(reference, str):
         notes.append(f"PyTorch reference unavailable: {reference}")
     else:
-        bench.configure_torch_threads(args.threads)
+        full_suite.configure_torch_threads(args.threads)
         log("proving the PyTorch reference against the fixture logits")
         proof = reference.proof_markdown(reference.verify_against_fixtures())
 
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     suites = {}
     keras_models: dict = {}
     for batch in args.batches:
-        suites[batch] = bench.build_suite(
+        suites[batch] = full_suite.build_suite(
             args.models, args.runtimes, [batch], alpha=args.alpha, threads=args.threads,
             workdir=workdir, log=log, keras_models=keras_models,
         )
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet = "no wait requested"
     if args.wait_load > 0:
-        quiet = bench.wait_for_quiet(args.wait_load, args.wait_minutes, log)
+        quiet = full_suite.wait_for_quiet(args.wait_load, args.wait_minutes, log)
     load_start = bench.load_average()
     log(quiet)
 
@@ -254,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.update(suite.artifacts)
     for runtime in args.runtimes if args.memory_batches else []:
         for model in args.models:
-            if runtime in bench.TORCH_RUNTIMES and not bench.TORCH_COUNTERPART.get(model):
+            torch_runtime = runtime in full_suite.TORCH_RUNTIMES
+            if torch_runtime and not full_suite.TORCH_COUNTERPART.get(model):
                 continue
-            if runtime in bench.TORCH_RUNTIMES and isinstance(reference, str):
+            if runtime in full_suite.TORCH_RUNTIMES and isinstance(reference, str):
                 continue
             artifact = artifacts.get((model, runtime))
             if runtime in ("litert_f32", "litert_int8", "onnxruntime") and not artifact:
@@ -292,13 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         report += ["## PyTorch reference vs the original code's fixture logits", "", proof, ""]
     for batch in args.batches:
         report += [f"## Inference latency, batch {batch}", "",
-                   bench.latency_table(timings, args.models, bench.RUNTIMES, batch), ""]
+                   full_suite.latency_table(timings, args.models, batch), ""]
     report += ["## Goals (ratios of medians from this run)", ""]
-    goals = bench.latency_goals(timings, 1)
+    goals = goal_ratios.latency_goals(timings, 1)
     report += [goal.line() for goal in goals]
     if 32 in args.batches:
         report += ["", "Same ratios at batch 32 (information):", ""]
-        report += [g.line() for g in bench.latency_goals(timings, 32) if g.ratio is not None]
+        report += [g.line() for g in goal_ratios.latency_goals(timings, 32)
+                   if g.ratio is not None]
     report.append("")
     if train_timings:
         report += ["## Training throughput (batch 32, 224x224, SGD momentum 0.9, cross-entropy)",
@@ -306,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.train_models:
             value = bench.ratio(train_timings, (model, "torch_train", 32),
                                 (model, "keras_train_xla", 32))
-            report.append(bench.Goal(
+            report.append(goal_ratios.Goal(
                 f"Keras (jit_compile=True) / PyTorch eager training throughput, {model}",
                 value, 1.0, at_least=True).line())
             value = bench.ratio(train_timings, (model, "torch_train", 32),

@@ -31,6 +31,9 @@ from keras import ops  # noqa: E402
 
 from keras_coordatt import benchmark as bench  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import full_suite  # noqa: E402
+
 
 class ShiftDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """``DepthwiseConv2D`` (channels_last, depth multiplier 1, no dilation) as shifted
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.configure_threads(args.threads)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
-    calibration = bench.calibration_images()
+    calibration = full_suite.calibration_images()
     native = bench.build_keras_model(args.model, calibration=calibration)
     shifted = with_shift_depthwise(native)
     diff = float(np.max(np.abs(native.predict_on_batch(calibration[:2])

@@ -1,5 +1,4 @@
-"""Latency benchmark of the networks side by side with the alternatives (``keras-coordatt
-benchmark``), and the timing harness shared by the scripts in ``benchmarks/``.
+"""The timing harness of ``keras-coordatt benchmark`` and of the scripts in ``benchmarks/``.
 
 Contenders are timed **interleaved in one process**: every trial runs each contender in turn
 (round robin, starting at a different contender each trial), a trial of one contender times
@@ -13,27 +12,22 @@ Runtimes (each one at ``threads`` threads, default 2):
 * ``keras_xla``: ``tf.function(jit_compile=True)`` of ``model(x, training=False)``;
 * ``litert_f32`` / ``litert_int8``: the model exported with
   :func:`keras_coordatt.export.export_tflite` (float32 / full-integer post-training int8 with
-  float I/O), run by ``ai_edge_litert.interpreter.Interpreter`` (XNNPACK delegate);
-* ``torch`` / ``onnxruntime``: the PyTorch reference of the original code
-  (``benchmarks/torch_reference.py`` in a source checkout) in eager mode, and exported with
-  ``torch.onnx.export(dynamo=True)`` to ONNX Runtime (CPU, ``intra_op_num_threads``). Optional:
-  skipped with a note when torch / onnxruntime / onnx(script) or the reference file is missing.
+  float I/O), run by :class:`keras_coordatt.export.LiteRTModel`'s interpreter (XNNPACK).
 
-Heavy imports (TensorFlow, LiteRT, torch, onnxruntime) happen inside the functions.
+Everything here uses only the installed package (the int8 calibration images are the bundled
+CIFAR-10 subset unless a folder is given). The PyTorch / ONNX Runtime columns, the full suite
+and the project's goal ratios live in ``benchmarks/`` of the source checkout.
+Heavy imports (TensorFlow, LiteRT) happen inside the functions.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib.util
 import math
 import os
 import platform
 import re
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -41,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-#: Benchmark model names (Keras builders / their PyTorch references).
+#: Benchmark model names (the builders' names, and the Keras reference MobileNetV2).
 MODELS = (
     "MobileNetV2CA",
     "MobileNetV2",
@@ -50,25 +44,20 @@ MODELS = (
     "MobileNeXtCA",
 )
 QUICK_MODELS = ("MobileNetV2CA", "MobileNetV2", "keras.applications.MobileNetV2")
-#: Inference runtimes, in table column order.
-RUNTIMES = ("keras", "keras_xla", "litert_f32", "litert_int8", "torch", "onnxruntime")
+#: Inference runtimes of the package, in table column order.
+RUNTIMES = ("keras", "keras_xla", "litert_f32", "litert_int8")
 RUNTIME_LABELS = {
     "keras": "Keras predict_on_batch",
     "keras_xla": "Keras XLA (jit_compile)",
     "litert_f32": "LiteRT float32",
     "litert_int8": "LiteRT int8",
-    "torch": "PyTorch eager",
-    "onnxruntime": "ONNX Runtime",
 }
-#: Which PyTorch reference network stands for a Keras model (None: no PyTorch counterpart).
-TORCH_COUNTERPART = {
-    "MobileNetV2CA": "MBV2_CA (houqb mbv2_ca.py)",
-    "MobileNetV2": "MobileNetV2 (d-li14)",
-    "keras.applications.MobileNetV2": None,
-    "MobileNeXt": "i2rnetv3 (official MobileNeXt)",
-    "MobileNeXtCA": "i2rnetv3 + CA (our placement)",
-}
-TORCH_RUNTIMES = ("torch", "onnxruntime")
+#: Pairs whose latency ratio :func:`ratio_lines` reports: (numerator, denominator).
+RATIO_PAIRS = (
+    ("MobileNetV2CA", "MobileNetV2"),
+    ("MobileNeXtCA", "MobileNeXt"),
+    ("MobileNetV2", "keras.applications.MobileNetV2"),
+)
 
 
 # ------------------------------------------------------------------------------------------
@@ -90,20 +79,6 @@ def configure_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # already initialised: keep what it has
         pass
-
-
-def configure_torch_threads(threads: int) -> Any:
-    """Imports torch with ``threads`` intra-op threads and 1 inter-op thread; None if absent."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set / parallel work already started
-        pass
-    return torch
 
 
 def _version(module: str) -> str:
@@ -146,28 +121,6 @@ def load_average() -> tuple[float, float, float] | None:
         return os.getloadavg()
     except OSError:
         return None
-
-
-def wait_for_quiet(
-    threshold: float, minutes: float, log: Callable[[str], None] | None = print
-) -> str:
-    """Polls the 1-minute load average every minute until it is below ``threshold`` (at most
-    ``minutes``); returns a sentence saying what happened, for the report."""
-    deadline = time.time() + minutes * 60
-    while True:
-        load = load_average()
-        if load is None:
-            return "load average unknown; did not wait"
-        if load[0] < threshold:
-            return f"1-minute load average {load[0]:.2f} < {threshold:g} when timing started"
-        if time.time() >= deadline:
-            return (
-                f"the machine never calmed down: 1-minute load average still {load[0]:.2f} "
-                f"(>= {threshold:g}) after waiting {minutes:g} minutes; ran anyway"
-            )
-        if log:
-            log(f"load average {load[0]:.2f} >= {threshold:g}; waiting")
-        time.sleep(60)
 
 
 # ------------------------------------------------------------------------------------------
@@ -303,9 +256,9 @@ def build_keras_model(
             input_shape=shape, alpha=alpha, weights=None, classifier_activation=None
         )
     else:
-        from keras_coordatt import applications
+        from keras_coordatt.applications.catalog import get_model_entry
 
-        builder = getattr(applications, name)
+        builder = get_model_entry(name).builder
         model = builder(input_shape=shape, alpha=alpha, weights=None, classifier_activation=None)
     if calibration is not None:
         calibrate_batchnorm(model, calibration)
@@ -326,29 +279,41 @@ def keras_xla_runner(model, images: np.ndarray) -> Callable[[], Any]:
     return lambda: forward(tensor).numpy()
 
 
-def calibration_images(count: int = 8, size: int = 224) -> np.ndarray:
-    """Preprocessed images for int8 calibration: ``tests/data/imagenet_small`` in a source
-    checkout (centre crop, resized), else a fixed-seed random field."""
+def calibration_images(
+    count: int = 8, size: int = 224, folder: str | os.PathLike | None = None
+) -> np.ndarray:
+    """``count`` preprocessed ``size`` x ``size`` images for BN and int8 calibration, NHWC
+    float32: the JPEGs of ``folder`` (centre crop, resized; needs Pillow) or, by default, test
+    images of the CIFAR-10 subset bundled with the package (resized bilinearly)."""
     from keras_coordatt.applications import preprocess_input
 
-    folder = Path(__file__).resolve().parents[1] / "tests" / "data" / "imagenet_small"
-    images = []
-    try:
-        from PIL import Image
+    if folder is not None:
+        images = _folder_images(Path(folder), count, size)
+    else:
+        import keras
 
-        for path in sorted(folder.glob("*.jpg"))[:count]:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                side = min(image.size)
-                left, top = (image.width - side) // 2, (image.height - side) // 2
-                image = image.crop((left, top, left + side, top + side)).resize((size, size))
-                images.append(np.asarray(image, dtype=np.float32))
-    except ImportError:
-        images = []
+        from keras_coordatt.datasets import load_cifar10_subset
+
+        pictures = load_cifar10_subset("test")[0]
+        pictures = pictures[:: max(1, len(pictures) // count)][:count].astype(np.float32)
+        images = keras.ops.convert_to_numpy(keras.ops.image.resize(pictures, (size, size)))
+    return np.asarray(preprocess_input(images), dtype=np.float32)
+
+
+def _folder_images(folder: Path, count: int, size: int) -> np.ndarray:
+    from PIL import Image
+
+    images = []
+    for path in sorted(folder.glob("*.jpg"))[:count]:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            side = min(image.size)
+            left, top = (image.width - side) // 2, (image.height - side) // 2
+            image = image.crop((left, top, left + side, top + side)).resize((size, size))
+            images.append(np.asarray(image, dtype=np.float32))
     if not images:
-        rng = np.random.RandomState(0)
-        return rng.standard_normal((count, size, size, 3)).astype(np.float32)
-    return preprocess_input(np.stack(images)).astype(np.float32)
+        raise ValueError(f"no .jpg images in {str(folder)!r}")
+    return np.stack(images)
 
 
 def export_litert(model, path: str | os.PathLike, mode: str, calibration: np.ndarray) -> str:
@@ -360,22 +325,17 @@ def export_litert(model, path: str | os.PathLike, mode: str, calibration: np.nda
     return export_tflite(model, path, mode=mode)
 
 
-def litert_interpreter(path: str, batch: int, threads: int):
-    """A LiteRT interpreter (default delegates: XNNPACK) resized to ``batch``."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    detail = interpreter.get_input_details()[0]
-    if int(detail["shape"][0]) != batch:
-        interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def litert_runner(path: str, images: np.ndarray, threads: int) -> Callable[[], Any]:
-    """set_tensor -> invoke -> get_tensor on a float-input .tflite."""
-    interpreter = litert_interpreter(path, len(images), threads)
-    index = interpreter.get_input_details()[0]["index"]
+    """set_tensor -> invoke -> get_tensor on a float-input .tflite, with the interpreter of
+    :class:`keras_coordatt.export.LiteRTModel` (resized to ``len(images)``)."""
+    from keras_coordatt.export.litert import LiteRTModel
+
+    model = LiteRTModel(path, num_threads=threads)
+    if not model.dynamic_batch and model.batch_size != len(images):
+        raise ValueError(f"{path} has a fixed batch of {model.batch_size}, not {len(images)}")
+    model(images)  # resizes a dynamic batch to len(images) and allocates the tensors
+    interpreter = model.interpreter
+    index = model.input_detail["index"]
     output = interpreter.get_output_details()[0]["index"]
 
     def run():
@@ -384,96 +344,6 @@ def litert_runner(path: str, images: np.ndarray, threads: int) -> Callable[[], A
         return interpreter.get_tensor(output)
 
     return run
-
-
-# ------------------------------------------------------------------------------------------
-# PyTorch / ONNX Runtime
-# ------------------------------------------------------------------------------------------
-
-
-def torch_reference_path() -> Path:
-    """``benchmarks/torch_reference.py`` of the source checkout this package lives in."""
-    return Path(__file__).resolve().parents[1] / "benchmarks" / "torch_reference.py"
-
-
-def load_torch_reference():
-    """The PyTorch reference module, or a string saying why it is unavailable."""
-    if importlib.util.find_spec("torch") is None:
-        return "torch is not installed (pip install torch)"
-    path = torch_reference_path()
-    if not path.is_file():
-        return f"the PyTorch reference {path} is missing (it ships with the source checkout)"
-    if "keras_coordatt_torch_reference" in sys.modules:
-        return sys.modules["keras_coordatt_torch_reference"]
-    spec = importlib.util.spec_from_file_location("keras_coordatt_torch_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def onnx_missing() -> str | None:
-    """Why the ONNX Runtime column cannot run, or None."""
-    missing = [m for m in ("onnxruntime", "onnx", "onnxscript") if not importlib.util.find_spec(m)]
-    if missing:
-        return f"{', '.join(missing)} not installed (pip install onnxruntime onnx onnxscript)"
-    return None
-
-
-def torch_runner(module, images_nchw: np.ndarray) -> Callable[[], Any]:
-    """Eager ``module(x)`` under ``torch.inference_mode()``."""
-    import torch
-
-    tensor = torch.from_numpy(images_nchw)
-
-    def run():
-        with torch.inference_mode():
-            return module(tensor)
-
-    return run
-
-
-def export_onnx(module, path: str | os.PathLike, input_size: int = 224) -> str:
-    """``torch.onnx.export(dynamo=True)`` with a dynamic batch, weights inside the file.
-
-    (The legacy TorchScript exporter refuses CA's ``AdaptiveAvgPool2d((None, 1))``.)
-    """
-    import contextlib
-    import io
-    import warnings
-
-    import torch
-
-    example = torch.zeros(2, 3, input_size, input_size)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, input_names=["images"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), verbose=False,
-        )
-    program.save(os.fspath(path), external_data=False)
-    return os.fspath(path)
-
-
-def ort_session(path: str, threads: int):
-    """An ONNX Runtime CPU session: ``threads`` intra-op threads, sequential execution."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def ort_runner(path: str, images_nchw: np.ndarray, threads: int) -> Callable[[], Any]:
-    """``session.run`` on ``images_nchw``."""
-    session = ort_session(path, threads)
-    name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: images_nchw})
 
 
 # ------------------------------------------------------------------------------------------
@@ -508,82 +378,57 @@ def build_suite(
     workdir: str | os.PathLike,
     log: Callable[[str], None] | None = print,
     keras_models: dict[str, Any] | None = None,
+    calibration: np.ndarray | None = None,
 ) -> Suite:
     """Builds, exports and wraps every (model, runtime, batch) into a :class:`Contender`.
 
-    Exports go to ``workdir`` (reused when already there). ``keras_models`` may pass prebuilt
-    Keras models by name.
+    ``runtimes`` are names from :data:`RUNTIMES`. Exports go to ``workdir`` (reused when
+    already there). ``keras_models`` may pass prebuilt Keras models by name; ``calibration``
+    images (default :func:`calibration_images`) set the BN statistics and calibrate int8.
     """
-    models, runtimes, batches = list(models), list(runtimes), list(batches)
+    runtimes, batches = list(runtimes), list(batches)
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise ValueError(f"Unknown runtime(s) {unknown}: the package times {RUNTIMES}.")
     log = log or (lambda _message: None)
-    notes: list[str] = []
-    artifacts: dict[tuple[str, str], str] = {}
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    inputs = {batch: benchmark_inputs(batch, input_size) for batch in batches}
+    inputs = {batch: benchmark_inputs(batch, input_size)[0] for batch in batches}
     keras_models = dict(keras_models or {})
-    contenders: list[Contender] = []
-
-    keras_runtimes = [r for r in runtimes if r not in TORCH_RUNTIMES]
-    calibration = calibration_images(size=input_size)
-    for name in models if keras_runtimes else []:
+    if calibration is None:
+        calibration = calibration_images(size=input_size)
+    suite = Suite([], [], {})
+    for name in models if runtimes else []:
         if name not in keras_models:
             log(f"building Keras {name} (alpha {alpha}), BN statistics calibrated")
             keras_models[name] = build_keras_model(name, alpha, input_size, calibration)
         model = keras_models[name]
-        for runtime in keras_runtimes:
+        for runtime in runtimes:
             if runtime.startswith("litert"):
-                mode = "float32" if runtime == "litert_f32" else "int8"
-                path = workdir / f"{model.name}_{alpha}_{input_size}_{mode}.tflite"
-                if not path.is_file():
-                    log(f"exporting {name} to LiteRT {mode}")
-                    start = time.perf_counter()
-                    export_litert(model, path, mode, calibration)
-                    log(f"  {time.perf_counter() - start:.0f} s")
-                artifacts[(name, runtime)] = str(path)
+                suite.artifacts[(name, runtime)] = _litert_file(
+                    model, name, runtime, workdir / f"{model.name}_{alpha}_{input_size}",
+                    calibration, log,
+                )
             for batch in batches:
-                images = inputs[batch][0]
                 if runtime == "keras":
-                    fn = keras_predict_runner(model, images)
+                    fn = keras_predict_runner(model, inputs[batch])
                 elif runtime == "keras_xla":
-                    fn = keras_xla_runner(model, images)
+                    fn = keras_xla_runner(model, inputs[batch])
                 else:
-                    fn = litert_runner(artifacts[(name, runtime)], images, threads)
-                contenders.append(Contender(name, runtime, batch, fn))
+                    fn = litert_runner(suite.artifacts[(name, runtime)], inputs[batch], threads)
+                suite.contenders.append(Contender(name, runtime, batch, fn))
+    return suite
 
-    torch_runtimes = [r for r in runtimes if r in TORCH_RUNTIMES]
-    reference = load_torch_reference() if torch_runtimes else None
-    if isinstance(reference, str):
-        notes.append(f"PyTorch / ONNX Runtime columns skipped: {reference}.")
-        torch_runtimes = []
-    if "onnxruntime" in torch_runtimes and onnx_missing():
-        notes.append(f"ONNX Runtime column skipped: {onnx_missing()}.")
-        torch_runtimes.remove("onnxruntime")
-    if torch_runtimes:
-        configure_torch_threads(threads)
-    for name in models if torch_runtimes else []:
-        if TORCH_COUNTERPART.get(name) is None:
-            continue
-        module = reference.build(
-            name, alpha, calibration=np.ascontiguousarray(calibration.transpose(0, 3, 1, 2))
-        )
-        if "onnxruntime" in torch_runtimes:
-            path = workdir / f"torch_{name}_{alpha}_{input_size}.onnx"
-            if not path.is_file():
-                log(f"exporting the PyTorch {name} to ONNX")
-                start = time.perf_counter()
-                export_onnx(module, path, input_size)
-                log(f"  {time.perf_counter() - start:.0f} s")
-            artifacts[(name, "onnxruntime")] = str(path)
-        for runtime in torch_runtimes:
-            for batch in batches:
-                images = inputs[batch][1]
-                if runtime == "torch":
-                    fn = torch_runner(module, images)
-                else:
-                    fn = ort_runner(artifacts[(name, runtime)], images, threads)
-                contenders.append(Contender(name, runtime, batch, fn))
-    return Suite(contenders, notes, artifacts)
+
+def _litert_file(model, name: str, runtime: str, stem: Path, calibration, log) -> str:
+    mode = "float32" if runtime == "litert_f32" else "int8"
+    path = stem.with_name(f"{stem.name}_{mode}.tflite")
+    if not path.is_file():
+        log(f"exporting {name} to LiteRT {mode}")
+        start = time.perf_counter()
+        export_litert(model, path, mode, calibration)
+        log(f"  {time.perf_counter() - start:.0f} s")
+    return str(path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -602,11 +447,14 @@ def latency_table(
     models: Sequence[str],
     runtimes: Sequence[str],
     batch: int,
+    labels: dict[str, str] | None = None,
 ) -> str:
-    """Markdown: one row per model, one column per runtime, median ms per batch (± half IQR)."""
+    """Markdown: one row per model, one column per runtime, median ms per batch (± half IQR);
+    ``labels`` names the runtimes' columns (default :data:`RUNTIME_LABELS`)."""
+    labels = RUNTIME_LABELS if labels is None else labels
     present = [r for r in runtimes if any(k[1] == r and k[2] == batch for k in timings)]
-    labels = " | ".join(RUNTIME_LABELS[r] for r in present)
-    header = f"| model (batch {batch}, ms per batch) | {labels} |"
+    names = " | ".join(labels[r] for r in present)
+    header = f"| model (batch {batch}, ms per batch) | {names} |"
     lines = [header, "|---" * (len(present) + 1) + "|"]
     for model in models:
         cells = [_cell(timings.get((model, r, batch))) for r in present]
@@ -614,33 +462,6 @@ def latency_table(
             continue
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-@dataclasses.dataclass
-class Goal:
-    """A ratio of two measurements and its threshold (``ratio <= limit``, or ``>=`` if
-    ``at_least``)."""
-
-    label: str
-    ratio: float | None
-    limit: float
-    at_least: bool = False
-    note: str = ""
-
-    @property
-    def met(self) -> bool | None:
-        if self.ratio is None:
-            return None
-        return self.ratio >= self.limit if self.at_least else self.ratio <= self.limit
-
-    def line(self) -> str:
-        sign = ">=" if self.at_least else "<="
-        if self.ratio is None:
-            text = f"- {self.label}: not measured (goal {sign} {self.limit:g}x)"
-            return f"{text}. {self.note}" if self.note else text
-        verdict = "MET" if self.met else "NOT MET"
-        text = f"- {self.label}: **{self.ratio:.3f}x** (goal {sign} {self.limit:g}x) — {verdict}"
-        return f"{text}. {self.note}" if self.note else text
 
 
 def ratio(
@@ -654,139 +475,26 @@ def ratio(
     return None
 
 
-def latency_goals(timings: dict[tuple[str, str, int], Timing], batch: int = 1) -> list[Goal]:
-    """The inference goals of the benchmark issue, as ratios of this run's medians."""
-    ca, v2, ka = "MobileNetV2CA", "MobileNetV2", "keras.applications.MobileNetV2"
-    goals = [
-        Goal(f"LiteRT float32 MobileNetV2CA / MobileNetV2 (batch {batch})",
-             ratio(timings, (ca, "litert_f32", batch), (v2, "litert_f32", batch)), 1.10),
-        Goal(f"LiteRT int8 MobileNetV2CA / MobileNetV2 (batch {batch})",
-             ratio(timings, (ca, "litert_int8", batch), (v2, "litert_int8", batch)), 1.15),
-    ]
-    for runtime in ("keras", "keras_xla", "litert_f32", "litert_int8"):
-        goals.append(Goal(
-            f"our MobileNetV2 / keras.applications.MobileNetV2, {RUNTIME_LABELS[runtime]} "
-            f"(batch {batch})",
-            ratio(timings, (v2, runtime, batch), (ka, runtime, batch)), 1.03,
-        ))
-    goals += [
-        Goal(f"LiteRT float32 MobileNetV2CA / PyTorch eager MBV2_CA (batch {batch})",
-             ratio(timings, (ca, "litert_f32", batch), (ca, "torch", batch)), 0.25),
-        Goal(f"LiteRT float32 MobileNetV2CA / ONNX Runtime MBV2_CA (batch {batch})",
-             ratio(timings, (ca, "litert_f32", batch), (ca, "onnxruntime", batch)), 0.6),
-    ]
+def ratio_lines(
+    timings: dict[tuple[str, str, int], Timing], runtimes: Sequence[str], batch: int
+) -> list[str]:
+    """Markdown bullets with the latency ratios of this run (no thresholds): attention vs
+    plain network, ours vs keras.applications, int8 vs float32 LiteRT."""
+    lines = []
+    for runtime in runtimes:
+        for numerator, denominator in RATIO_PAIRS:
+            value = ratio(timings, (numerator, runtime, batch), (denominator, runtime, batch))
+            if value is not None:
+                lines.append(f"- {numerator} / {denominator}, {RUNTIME_LABELS[runtime]} "
+                             f"(batch {batch}): {value:.3f}x")
     for model in MODELS:
         value = ratio(timings, (model, "litert_int8", batch), (model, "litert_f32", batch))
         if value is not None:
-            goals.append(Goal(f"LiteRT int8 / float32, {model} (batch {batch})", value, 0.5))
-    return goals
+            lines.append(f"- LiteRT int8 / float32, {model} (batch {batch}): {value:.3f}x")
+    return lines
 
 
 def info_lines(info: dict[str, str]) -> list[str]:
     """Machine / version lines for a report."""
     versions = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("cpu", "cores"))
     return [f"- CPU: {info['cpu']}, {info['cores']} cores", f"- versions: {versions}"]
-
-
-# ------------------------------------------------------------------------------------------
-# CLI: keras-coordatt benchmark (the quick version)
-# ------------------------------------------------------------------------------------------
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models", nargs="+", default=list(QUICK_MODELS), choices=MODELS, metavar="MODEL",
-        help=f"models to time (default: {' '.join(QUICK_MODELS)}; choices: {', '.join(MODELS)})",
-    )
-    parser.add_argument(
-        "--runtimes", nargs="+", default=["keras", "litert_f32", "litert_int8", "torch",
-                                          "onnxruntime"],
-        choices=RUNTIMES, metavar="RUNTIME",
-        help=f"runtimes (default: all but keras_xla; choices: {', '.join(RUNTIMES)})",
-    )
-    parser.add_argument("--alpha", type=float, default=1.0, help="width multiplier (1.0)")
-    parser.add_argument("--input-size", type=int, default=224, help="image side (224)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size (1)")
-    parser.add_argument("--threads", type=int, default=2, help="threads per runtime (2)")
-    parser.add_argument("--trials", type=int, default=5, help="interleaved trials (5)")
-    parser.add_argument(
-        "--trial-seconds", type=float, default=0.25, help="time per contender per trial (0.25)"
-    )
-    parser.add_argument("--workdir", default=None, help="keep exported models here (temp dir)")
-    parser.add_argument("--output", default=None, help="also write the Markdown report here")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def run_quick(args: argparse.Namespace) -> int:
-    """The ``keras-coordatt benchmark`` command: prints a Markdown table and goal lines."""
-    from keras_coordatt.cli import CliError
-
-    if args.batch < 1 or args.threads < 1 or args.trials < 1 or args.input_size < 32:
-        raise CliError("--batch, --threads and --trials must be >= 1, --input-size >= 32")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise CliError(
-            f"the benchmark needs KERAS_BACKEND=tensorflow, not {keras.backend.backend()!r}"
-        )
-    configure_threads(args.threads)
-    log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        suite = build_suite(
-            args.models, args.runtimes, [args.batch], alpha=args.alpha,
-            input_size=args.input_size, threads=args.threads, workdir=args.workdir or tmp,
-            log=log,
-        )
-        for note in suite.notes:
-            print(f"note: {note}", file=sys.stderr)
-        log(f"timing {len(suite.contenders)} contenders, {args.trials} interleaved trials")
-        timings = measure(
-            suite.contenders, trials=args.trials, trial_seconds=args.trial_seconds, log=log
-        )
-    lines = [
-        f"# keras-coordatt benchmark (quick): alpha {args.alpha:g}, {args.input_size}x"
-        f"{args.input_size}, {args.threads} threads",
-        "",
-        *info_lines(machine_info()),
-        f"- load average at the end: {load_average()}",
-        f"- {args.trials} interleaved trials; cells: median ms per batch (± half IQR / median)",
-        *[f"- note: {note}" for note in suite.notes],
-        "",
-        latency_table(timings, args.models, RUNTIMES, args.batch),
-        "",
-        "Goals (ratios of this run):",
-        *[goal.line() for goal in latency_goals(timings, args.batch) if goal.ratio is not None],
-        "",
-        f"(total {time.perf_counter() - started:.0f} s; the full suite is "
-        "benchmarks/run_benchmarks.py in the source checkout)",
-    ]
-    report = "\n".join(lines)
-    print(report)
-    if args.output:
-        Path(args.output).write_text(report + "\n")
-    return 0
-
-
-def _register() -> None:
-    from keras_coordatt.cli import register_command, registered_commands
-
-    if "benchmark" in registered_commands():
-        return
-    register_command(
-        "benchmark",
-        help="quick latency benchmark: Keras, LiteRT (float32/int8), PyTorch, ONNX Runtime",
-        description=(
-            "Times MobileNetV2CA, MobileNetV2 and keras.applications.MobileNetV2 (random "
-            "weights, BN statistics calibrated on a few images) interleaved at batch 1 in "
-            "Keras, LiteRT float32 / int8 (XNNPACK) and, "
-            "when installed, the original PyTorch code eagerly and in ONNX Runtime; prints a "
-            "Markdown table and the goal ratios. The full suite is benchmarks/run_benchmarks.py."
-        ),
-        add_arguments=_add_arguments,
-        run=run_quick,
-    )
-
-
-_register()

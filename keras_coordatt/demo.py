@@ -5,11 +5,12 @@ CIFAR-10 subset shipped with the package (4,000 training / 1,000 test images, 32
 compares the float Keras model, its float32 TFLite export, a post-training-quantized int8 export
 and a quantization-aware-trained int8 export: top-1, file size and LiteRT latency. Needs the
 ``[qat,litert]`` extras. Everything it writes goes to ``--output`` (default ``demo_output``).
+
+The command line (its options) is :mod:`keras_coordatt.cli.demo`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -153,14 +154,8 @@ def run_demo(
     started = time.perf_counter()
 
     print("[1/6] Loading the bundled CIFAR-10 subset (real images)")
-    x_train, y_train = load_cifar10_subset("train")
-    x_test, y_test = load_cifar10_subset("test")
-    if train_images is not None:
-        keep = np.random.default_rng(seed).permutation(len(x_train))[:train_images]
-        x_train, y_train = x_train[keep], y_train[keep]
+    x_train, y_train, x_test, y_test = _load_data(train_images, seed)
     test_inputs = preprocess_images(x_test)
-    print(f"  {len(x_train)} training and {len(x_test)} test images, classes: "
-          f"{', '.join(CIFAR10_CLASSES)}")
 
     print(f"[2/6] Training MobileNetV2CA (alpha={alpha}, 32x32, weights={weights}) "
           f"for {epochs} epochs")
@@ -195,21 +190,40 @@ def run_demo(
         rows.append((label, path, result["accuracy"]))
 
     print("[6/6] Measuring LiteRT latency (batch 1, 2 threads)")
-    results: dict[str, Any] = {"models": [], "test_images": int(len(x_test)), "alpha": alpha,
-                               "epochs": epochs, "qat_epochs": qat_epochs}
-    for label, path, accuracy in rows:
-        entry = {"model": label, "top1": accuracy}
-        if path is not None:
-            entry["size_kb"] = os.path.getsize(path) / 1024
-            entry["latency_ms"] = tflite_latency_ms(path)
-            entry["file"] = os.path.basename(path)
-        results["models"].append(entry)
+    results: dict[str, Any] = {"models": _result_rows(rows), "test_images": int(len(x_test)),
+                               "alpha": alpha, "epochs": epochs, "qat_epochs": qat_epochs}
     results["seconds"] = time.perf_counter() - started
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print()
     print(format_results(results))
     print(f"\nArtifacts in {out.resolve()} ({results['seconds']:.0f} s in all)")
     return results
+
+
+def _load_data(train_images: int | None, seed: int) -> tuple[np.ndarray, ...]:
+    """``x_train, y_train, x_test, y_test`` of the bundled subset (``train_images`` of the
+    training images, drawn with ``seed``)."""
+    x_train, y_train = load_cifar10_subset("train")
+    x_test, y_test = load_cifar10_subset("test")
+    if train_images is not None:
+        keep = np.random.default_rng(seed).permutation(len(x_train))[:train_images]
+        x_train, y_train = x_train[keep], y_train[keep]
+    print(f"  {len(x_train)} training and {len(x_test)} test images, classes: "
+          f"{', '.join(CIFAR10_CLASSES)}")
+    return x_train, y_train, x_test, y_test
+
+
+def _result_rows(rows: list[tuple[str, Any, float]]) -> list[dict[str, Any]]:
+    """One results entry per (label, .tflite path or None, top-1), with size and latency."""
+    entries = []
+    for label, path, accuracy in rows:
+        entry: dict[str, Any] = {"model": label, "top1": accuracy}
+        if path is not None:
+            entry["size_kb"] = os.path.getsize(path) / 1024
+            entry["latency_ms"] = tflite_latency_ms(path)
+            entry["file"] = os.path.basename(path)
+        entries.append(entry)
+    return entries
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -226,48 +240,30 @@ def format_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="demo_output",
-                        help="directory for the models, TFLite files and results.json")
-    parser.add_argument("--alpha", type=float, default=0.5, help="MobileNetV2CA width (0.5)")
-    parser.add_argument("--epochs", type=int, default=12, help="float training epochs (12)")
-    parser.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (2)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--weights", default=None,
-                        help="start from pretrained weights (a preset, 'imagenet' or a .pth path; "
-                             "needs network for presets); default: train from scratch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-images", type=int, default=None,
-                        help="use only this many of the 4,000 training images (quick runs)")
+def __getattr__(name: str) -> Any:
+    """Deprecated names: the ``demo`` command's options moved to ``keras_coordatt.cli.demo``."""
+    if name not in ("add_arguments", "run", "main", "register_cli"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
 
-
-def run(args: argparse.Namespace) -> int:
-    run_demo(args.output, alpha=args.alpha, epochs=args.epochs, qat_epochs=args.qat_epochs,
-             batch_size=args.batch_size, weights=args.weights, seed=args.seed,
-             train_images=args.train_images)
-    return 0
-
-
-def register_cli() -> None:
-    from keras_coordatt.cli import register_command
-
-    register_command(
-        "demo",
-        help="train MobileNetV2CA on bundled CIFAR-10, QAT, export int8 TFLite, compare",
-        add_arguments=add_arguments,
-        run=run,
-        description=__doc__.split("\n\n")[1],
-        replace=True,
+    warnings.warn(
+        f"keras_coordatt.demo.{name} is deprecated: the demo command lives in "
+        "keras_coordatt.cli.demo (run it with keras_coordatt.cli.main(['demo', ...])).",
+        DeprecationWarning,
+        stacklevel=2,
     )
+    from keras_coordatt.cli import demo as command
+    from keras_coordatt.cli import main
 
+    return {
+        "add_arguments": command.add_arguments,
+        "run": command.run,
+        "main": lambda argv=None: main(["demo", *(argv if argv is not None else sys.argv[1:])]),
+        "register_cli": lambda: None,
+    }[name]
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keras_coordatt.demo", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-register_cli()
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from keras_coordatt.cli import main as _cli_main
+
+    raise SystemExit(_cli_main(["demo", *sys.argv[1:]]))

@@ -16,11 +16,14 @@ from keras_coordatt.applications import (
     MobileNetV2CA,
     MobileNeXt,
     MobileNeXtCA,
+    ModelSpec,
+    ModelWithSpec,
     count_madds,
     count_params,
     decode_predictions,
     feature_extractor,
     markdown_table,
+    model_spec,
     preprocess_input,
     profile,
     profiling,
@@ -337,6 +340,83 @@ def test_keras_save_load_safe_mode(builder, tmp_path):
     x = tiny_input(48, 56, batch=2)
     np.testing.assert_array_equal(run(loaded, x), run(model, x))
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    assert model_spec(loaded) == model_spec(model) and model_spec(model) is not None
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras' saver
+def test_model_spec_survives_save_load_with_custom_name(tmp_path):
+    model = MobileNeXt(alpha=0.5, weights=None, include_top=False, pooling="max",
+                       attention="se", name="my backbone")
+    path = tmp_path / "backbone.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.name == "my backbone" and type(loaded) is ModelWithSpec
+    assert model_spec(loaded) == ModelSpec(
+        family="mobilenext", attention="se", alpha=0.5, reduction=24,
+        input_shape=(None, None, 3), include_top=False, pooling="max", classes=1000,
+    )
+    # still a plain functional graph: a new model can be built on its tensors
+    assert len(loaded.inputs) == 1 and loaded.get_layer("block20_dw2_bn") is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# the spec a built model carries
+
+
+@pytest.mark.parametrize(
+    "builder, kwargs, family, attention, reduction",
+    [
+        (MobileNetV2, {}, "mobilenet_v2", None, None),
+        (MobileNetV2, {"attention": "se"}, "mobilenet_v2", "se", 24),
+        (MobileNetV2, {"attention": "CBAM", "reduction": 8}, "mobilenet_v2", "cbam", 8),
+        (MobileNetV2CA, {}, "mobilenet_v2", "ca", 32),
+        (MobileNeXt, {}, "mobilenext", None, None),
+        (MobileNeXt, {"attention": "cbam"}, "mobilenext", "cbam", 24),
+        (MobileNeXt, {"attention": "se", "reduction": 4}, "mobilenext", "se", 4),
+        (MobileNeXtCA, {"reduction": 16}, "mobilenext", "ca", 16),
+    ],
+)
+def test_model_spec_of_each_builder(builder, kwargs, family, attention, reduction):
+    model = builder(alpha=0.35, weights=None, input_shape=(48, 56, 3), classes=7, **kwargs)
+    assert model_spec(model) == ModelSpec(
+        family=family, attention=attention, alpha=0.35, reduction=reduction,
+        input_shape=(48, 56, 3), include_top=True, pooling=None, classes=7,
+    )
+    assert isinstance(model, ModelWithSpec)
+
+
+def test_model_spec_ignores_name_and_records_top_options():
+    named = MobileNetV2CA(alpha=0.5, weights=None, include_top=False, pooling="avg",
+                          name="mobilenext_0.75")
+    assert named.name == "mobilenext_0.75"
+    assert model_spec(named) == ModelSpec(
+        family="mobilenet_v2", attention="ca", alpha=0.5, reduction=32,
+        input_shape=(None, None, 3), include_top=False, pooling="avg", classes=1000,
+    )
+    tensor = keras.Input((64, 48, 3))
+    from_tensor = MobileNeXt(alpha=1, weights=None, input_tensor=tensor, include_top=False)
+    assert model_spec(from_tensor).input_shape == (64, 48, 3)
+    assert model_spec(from_tensor).alpha == 1.0 and isinstance(model_spec(from_tensor).alpha, float)
+
+
+def test_model_spec_is_none_for_other_models():
+    model = MobileNeXtCA(alpha=0.35, include_top=False, input_shape=(32, 32, 3))
+    assert model_spec(keras.Model(model.inputs, model.outputs)) is None
+    assert model_spec(feature_extractor(model)) is None
+    assert model_spec(keras.Sequential([keras.layers.Dense(2)])) is None
+    assert model_spec(None) is None and model_spec("mobilenet_v2_ca_1.00") is None
+
+
+def test_model_spec_config_round_trip_and_checks():
+    spec = ModelSpec("mobilenext", "ca", 0.5, 32, (None, None, 3), False, "max", 1000)
+    assert ModelSpec.from_config(spec.to_config()) == spec
+    assert spec.to_config()["input_shape"] == [None, None, 3]
+    with pytest.raises(ValueError, match="exactly the keys"):
+        ModelSpec.from_config({"family": "mobilenext"})
+    with pytest.raises(ValueError, match="family"):
+        ModelSpec("resnet", None, 1.0, None, (224, 224, 3), True, None, 1000)
+    with pytest.raises(ValueError, match="reduction"):
+        ModelSpec("mobilenext", None, 1.0, 32, (224, 224, 3), True, None, 1000)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,16 +1,35 @@
-"""The benchmark harness (interleaving, medians, goal ratios) and the `keras-coordatt benchmark`
-CLI. Timings are never asserted: the harness is checked with a fake clock, the CLI by its output.
+"""The benchmark harness (interleaving, medians, ratios), the goal ratios of benchmarks/ and the
+`keras-coordatt benchmark` CLI, also from an installed wheel. Timings are never asserted: the
+harness is checked with a fake clock, the CLI by its output.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
 
 import pytest
 
 from keras_coordatt import benchmark
 from keras_coordatt.benchmark import Contender, Timing
 from keras_coordatt.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _goal_ratios():
+    """``benchmarks/goal_ratios.py`` (the project's goals live in the source checkout only)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import goal_ratios
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return goal_ratios
 
 
 class FakeClock:
@@ -80,7 +99,7 @@ def test_latency_goals_are_the_issue_ratios():
         (ca, "litert_int8", 1): _timing(6.0), (v2, "litert_int8", 1): _timing(5.0),
         (ca, "torch", 1): _timing(50.0),
     }
-    goals = {goal.label: goal for goal in benchmark.latency_goals(timings, 1)}
+    goals = {goal.label: goal for goal in _goal_ratios().latency_goals(timings, 1)}
     f32 = goals["LiteRT float32 MobileNetV2CA / MobileNetV2 (batch 1)"]
     assert f32.ratio == pytest.approx(1.05) and f32.met
     int8 = goals["LiteRT int8 MobileNetV2CA / MobileNetV2 (batch 1)"]
@@ -93,12 +112,26 @@ def test_latency_goals_are_the_issue_ratios():
     assert onnx_goal.ratio is None and "not measured" in onnx_goal.line()
     speedup = goals["LiteRT int8 / float32, MobileNetV2CA (batch 1)"]
     assert speedup.ratio == pytest.approx(6 / 10.5) and "NOT MET" in speedup.line()
-    table = benchmark.latency_table(timings, [ca, v2, ka], benchmark.RUNTIMES, 1)
+    import full_suite  # imported by goal_ratios
+
+    table = full_suite.latency_table(timings, [ca, v2, ka], 1)
     assert table.splitlines()[0] == (
         "| model (batch 1, ms per batch) | LiteRT float32 | LiteRT int8 | PyTorch eager |"
     )
     assert "| MobileNetV2CA | 10.50 (±0%) | 6.00 (±0%) | 50.00 (±0%) |" in table
     assert "| keras.applications.MobileNetV2 | 9.00 (±0%) | — | — |" in table
+    # The package's table and ratios know only its own runtimes, and judge nothing.
+    table = benchmark.latency_table(timings, [ca, v2, ka], benchmark.RUNTIMES, 1)
+    assert table.splitlines()[0] == (
+        "| model (batch 1, ms per batch) | LiteRT float32 | LiteRT int8 |"
+    )
+    lines = benchmark.ratio_lines(timings, benchmark.RUNTIMES, 1)
+    assert "- MobileNetV2CA / MobileNetV2, LiteRT float32 (batch 1): 1.050x" in lines
+    assert "- MobileNetV2 / keras.applications.MobileNetV2, LiteRT float32 (batch 1): 1.111x" in (
+        lines
+    )
+    assert "- LiteRT int8 / float32, MobileNetV2CA (batch 1): 0.571x" in lines
+    assert not any("MET" in line or "goal" in line for line in lines)
 
 
 @pytest.mark.slow
@@ -121,8 +154,9 @@ def test_benchmark_cli_quick_run(tmp_path, capsys):
     assert all(len(found) == 3 and all(float(v) > 0 for v in found) for found in cells)
     ca_f32 = float(re.findall(r"([\d.]+) \(±", rows["MobileNetV2CA"])[1])
     v2_f32 = float(re.findall(r"([\d.]+) \(±", rows["MobileNetV2"])[1])
-    goal = re.search(r"LiteRT float32 MobileNetV2CA / MobileNetV2 \(batch 1\): \*\*([\d.]+)x",
+    goal = re.search(r"MobileNetV2CA / MobileNetV2, LiteRT float32 \(batch 1\): ([\d.]+)x",
                      printed)
+    assert "MET" not in printed and "goal" not in printed.lower()
     # The cells are rounded to 0.01 ms and the ratio to 0.001: compare within that rounding.
     assert goal
     low, high = (ca_f32 - 0.005) / (v2_f32 + 0.005), (ca_f32 + 0.005) / (v2_f32 - 0.005)
@@ -134,3 +168,76 @@ def test_benchmark_cli_rejects_bad_arguments(capsys):
     assert "--batch" in capsys.readouterr().err
     assert main(["benchmark", "--runtimes", "tensorrt"]) == 2
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+    assert main(["benchmark", "--runtimes", "keras", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks/run_benchmarks.py" in err and len(err.strip().splitlines()) == 1
+
+
+def _wheel_environment(tmp_path: Path) -> Path:
+    """A fresh venv holding only our wheel, seeing the dev venv's TensorFlow / keras / LiteRT
+    through a .pth file (nothing is downloaded); returns its python."""
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT / "keras_coordatt", source / "keras_coordatt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(wheels), str(source)],
+        check=True, capture_output=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    (wheel,) = wheels.glob("keras_coordatt-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
+         "--no-index", str(wheel)],
+        check=True, capture_output=True, cwd=tmp_path, env=env, timeout=120,
+    )
+    import keras
+
+    # After the install, so pip does not find the dev venv's keras-coordatt there.
+    dev_site = Path(keras.__file__).resolve().parents[1]
+    (Path(site) / "dev_site.pth").write_text(str(dev_site) + "\n")
+    return python
+
+
+@pytest.mark.slow
+@pytest.mark.tflite
+def test_benchmark_runs_from_an_installed_wheel(tmp_path):
+    """`keras-coordatt benchmark` uses only what the wheel installs: run from a directory
+    outside the checkout, with the package imported from the fresh venv, not from the repo."""
+    python = _wheel_environment(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    where = subprocess.run(
+        [str(python), "-c", "import keras_coordatt; print(keras_coordatt.__file__)"],
+        check=True, capture_output=True, text=True, cwd=work, env=env,
+    ).stdout.strip().splitlines()[-1]
+    assert Path(where).resolve().is_relative_to((tmp_path / "venv").resolve()), where
+    # Package data the library reads at run time is in the wheel.
+    installed = Path(where).parent
+    assert (installed / "export" / "templates" / "model_card.md").is_file()
+    assert (installed / "data" / "cifar10_subset.zip").is_file()
+    script = python.parent / "keras-coordatt"
+    result = subprocess.run(
+        [str(script), "benchmark", "--models", "MobileNetV2CA", "--runtimes", "keras",
+         "litert_f32", "--alpha", "0.35", "--input-size", "32", "--trials", "1",
+         "--trial-seconds", "0.01", "--quiet"],
+        capture_output=True, text=True, cwd=work, env=env, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = "| model (batch 1, ms per batch) | Keras predict_on_batch | LiteRT float32 |"
+    assert header in result.stdout
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| MobileNetV2CA"))
+    assert len(re.findall(r"[\d.]+ \(±\d+%\)", row)) == 2
+    assert "MET" not in result.stdout

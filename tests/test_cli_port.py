@@ -174,3 +174,67 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "keras-coordatt port:" in line]
     assert len(errors) == 1 and "does not fit MobileNetV2CA(alpha=0.75" in errors[0]
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# One table of models: the catalog, read by the CLI, the registry and the exporters
+
+
+def _choices(command: str) -> list[str]:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    model = next(a for a in sub.choices[command]._actions if a.dest == "model")  # noqa: SLF001
+    return list(model.choices)
+
+
+def test_catalog_is_the_one_table_of_models():
+    from keras_coordatt import applications
+    from keras_coordatt.applications import CATALOG, find_model_entry, get_model_entry
+    from keras_coordatt.weights import registry
+
+    names = ["mobilenet_v2", "mobilenet_v2_ca", "mobilenext", "mobilenext_ca"]
+    assert [entry.name for entry in CATALOG] == names
+    for entry in CATALOG:
+        # The CLI name is {family}[_{attention}]; the builder is the public one.
+        assert entry.name == entry.family + (f"_{entry.attention}" if entry.attention else "")
+        assert getattr(applications, entry.builder_name) is entry.builder
+        assert get_model_entry(entry.name) is entry is get_model_entry(entry.builder_name)
+        assert find_model_entry(entry.family, entry.attention) is entry
+        assert registry.BUILDERS[(entry.family, entry.attention)] == entry.builder_name
+        # The default preset is the registry's ImageNet default for alpha 1.0 at 224x224.
+        found = registry.find_imagenet_preset(entry.family, 1.0, entry.attention, 224)
+        assert (found.name if found else None) == entry.default_preset
+    assert len(registry.BUILDERS) == len(CATALOG)
+    assert find_model_entry("mobilenet_v2", "se") is None
+    with pytest.raises(ValueError, match="Unknown model 'resnet50'.*mobilenet_v2_ca"):
+        get_model_entry("resnet50")
+    for command in ("port", "export-hub", "export-tflite"):
+        assert _choices(command) == names, command
+
+
+def test_old_cli_names_still_work_with_a_deprecation_warning():
+    from keras_coordatt.applications import CATALOG
+    from keras_coordatt.export import hub
+
+    expected = {entry.name: entry.builder_name for entry in CATALOG}
+    with pytest.warns(DeprecationWarning, match="CATALOG"):
+        assert cli.PORT_MODELS == expected
+    with pytest.warns(DeprecationWarning, match="CATALOG"):
+        assert hub.CLI_MODELS == expected
+    with pytest.warns(DeprecationWarning, match="keras_coordatt.cli.export_hub.run"):
+        from keras_coordatt.cli import export_hub as command
+
+        assert hub.run_cli is command.run
+    with pytest.warns(DeprecationWarning):
+        import keras_coordatt.export.tflite_cli as tflite_cli
+
+        tflite_cli = __import__("importlib").reload(tflite_cli)
+    from keras_coordatt.cli import export_tflite
+
+    assert tflite_cli.run_cli is export_tflite.run
+    from keras_coordatt import demo
+    from keras_coordatt.cli import demo as demo_command
+
+    with pytest.warns(DeprecationWarning, match="keras_coordatt.cli.demo"):
+        assert demo.add_arguments is demo_command.add_arguments
+    assert tflite_cli.calibration_images is export_tflite.calibration_images

@@ -24,11 +24,14 @@ from PIL import Image
 
 from keras_coordatt import CoordAttention, applications
 from keras_coordatt import cli as cli_module
+from keras_coordatt.applications import ModelSpec
 from keras_coordatt.export import hub as hub_export
 from keras_coordatt.export.hub import export_hub
 from keras_coordatt.export.model_card import (
     MODEL_CARD_FILENAME,
     ArchitectureInfo,
+    ModelCardInfo,
+    parse_builder_name,
     render_model_card,
     resolve_weights_info,
 )
@@ -424,8 +427,11 @@ def test_model_card_written(exports):
 def test_model_card_from_registry_preset():
     info = resolve_weights_info("mobilenetv2_ca_100_imagenet")
     assert info.top1 == 74.3 and info.license == "MIT"
-    same = resolve_weights_info("imagenet", model_name="mobilenet_v2_ca_1.00", input_size=224)
+    spec = ModelSpec("mobilenet_v2", "ca", 1.0, 32, (224, 224, 3), True, None, 1000)
+    same = resolve_weights_info("imagenet", input_size=224, spec=spec)
     assert same == info
+    # Without a spec nothing is guessed from the name.
+    assert resolve_weights_info("imagenet", model_name="mobilenet_v2_ca_1.00").name == "imagenet"
     text = render_model_card(
         kind="classification",
         architecture=ArchitectureInfo("mobilenet_v2_ca_1.00", "mobilenet_v2", "ca", 1.0),
@@ -450,10 +456,12 @@ def test_model_card_from_registry_preset():
 
 
 def test_model_card_explicit_metadata(tmp_path):
-    result = export_hub(
-        _tiny_model(), tmp_path / "custom", "classification",
+    details = dict(
         weights_source="https://example.org/my_weights.weights.h5", top1=61.5, top5=83.25,
         license="CC-BY-4.0", description="My fine-tuned classifier.",
+    )
+    result = export_hub(
+        _tiny_model(), tmp_path / "custom", "classification", card=ModelCardInfo(**details)
     )
     text = result.model_card.read_text(encoding="utf-8")
     for expected in (
@@ -461,14 +469,59 @@ def test_model_card_explicit_metadata(tmp_path):
         "https://example.org/my_weights.weights.h5",
         "ImageNet top-1: 61.5 %; top-5: 83.25 %",
         "* Weights: CC-BY-4.0",
+        "* Code that built and exported the model (keras-coordatt): MIT",
         "<!-- license: custom -->",
         "`logits`: float32 `[batch_size, 3]`",
     ):
         assert expected in text, expected
+    assert "Apache" not in text
+    # The old keywords still work, with a DeprecationWarning, and give the same card.
+    with pytest.warns(DeprecationWarning, match="card=ModelCardInfo"):
+        old = export_hub(_tiny_model(), tmp_path / "old", "classification", **details)
+    assert _without_environment(old.model_card) == _without_environment(result.model_card)
+    with pytest.raises(ValueError, match="not both"):
+        export_hub(_tiny_model(), tmp_path / "both", card=ModelCardInfo(), weights=None)
+    with pytest.raises(TypeError, match="top_1"):
+        export_hub(_tiny_model(), tmp_path / "typo", top_1=70.0)
     unstated = export_hub(_tiny_model(), tmp_path / "unstated", model_card=True)
     assert "not stated by the exporter" in unstated.model_card.read_text(encoding="utf-8")
     none = export_hub(_tiny_model(), tmp_path / "no_card", model_card=False)
     assert none.model_card is None and not (none.path / MODEL_CARD_FILENAME).exists()
+
+
+def _without_environment(path) -> str:
+    return path.read_text(encoding="utf-8").split("## Export environment")[0]
+
+
+def test_model_card_reads_the_model_spec_not_the_name(tmp_path):
+    """A user's name= does not hide what the network is, also after a .keras round trip."""
+    model = applications.MobileNeXtCA(
+        input_shape=(SIZE, SIZE, 3), alpha=0.35, weights=None, classes=5, name="my_net"
+    )
+    model.save(tmp_path / "my_net.keras")
+    reloaded = keras.saving.load_model(tmp_path / "my_net.keras", safe_mode=True)
+    for label, candidate in (("built", model), ("reloaded", reloaded)):
+        result = export_hub(candidate, tmp_path / label, weights=None)
+        text = result.model_card.read_text(encoding="utf-8")
+        assert text.startswith("# Module keras-coordatt/my_net/feature_vector/1")
+        for expected in (
+            "<!-- network-architecture: mobilenext-ca -->",
+            "MobileNeXt + Coordinate Attention (alpha 0.35)",
+            "* Family: MobileNeXt; attention: ca",
+            "* Width multiplier alpha: 0.35",
+            "zhou2020rethinking",
+            "<!-- license: mit -->",
+        ):
+            assert expected in text, (label, expected)
+    # A model that is not from the builders has no spec: the card says only what it knows.
+    text = export_hub(_tiny_model(name="mobilenet_v2_ca_1.00"), tmp_path / "plain",
+                      weights=None).model_card.read_text(encoding="utf-8")
+    assert "<!-- network-architecture: custom -->" in text and "* Family:" not in text
+
+
+def test_parse_builder_name_is_deprecated():
+    with pytest.warns(DeprecationWarning, match="model_spec"):
+        assert parse_builder_name("mobilenet_v2_ca_1.00") == (None, None, None)
 
 
 # ------------------------------------------------------------------------------------------
@@ -561,7 +614,6 @@ def test_missing_extras_name_the_extra(monkeypatch):
 
 
 def test_cli_help(capsys):
-    hub_export.register_cli()
     assert cli_module.main(["export-hub", "--help"]) == 0
     out = capsys.readouterr().out
     for expected in (
@@ -579,7 +631,6 @@ def test_cli_help(capsys):
 
 
 def test_cli_end_to_end(tmp_path, capsys, imagenet_images):
-    hub_export.register_cli()
     out = tmp_path / "cli_export"
     args = [
         "export-hub", "--model", "mobilenet_v2_ca", "--alpha", "0.35", "--weights", "none",
@@ -629,7 +680,6 @@ def test_readme_snippet_runs(tmp_path, monkeypatch):
     assert python, f"no python block under the TF-Hub heading of {source}"
 
     # The shell command parses with the real CLI parser.
-    hub_export.register_cli()
     parser = cli_module.build_parser()
     commands = [line for code in shell for line in code.splitlines()]
     commands = [line for line in commands if line.startswith("keras-coordatt export-hub")]

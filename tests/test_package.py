@@ -55,3 +55,22 @@ def test_unknown_split_is_refused():
 
     with pytest.raises(ValueError, match="Unknown split 'val'"):
         load_cifar10_subset("val")
+
+
+def test_the_library_does_not_import_the_cli():
+    """The CLI sits on top: importing the library's packages (and export_hub) loads no
+    keras_coordatt.cli module."""
+    code = (
+        "import json, sys; import keras_coordatt.export, keras_coordatt.quantization, "
+        "keras_coordatt.weights, keras_coordatt.applications, keras_coordatt.demo, "
+        "keras_coordatt.benchmark; from keras_coordatt.export import export_hub; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('keras_coordatt'))))"
+    )
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "keras_coordatt.export.hub" in loaded and "keras_coordatt.weights.registry" in loaded
+    assert [m for m in loaded if m == "keras_coordatt.cli" or m.startswith("keras_coordatt.cli.")
+            ] == []

@@ -17,10 +17,10 @@ import numbers
 
 import keras
 
+from keras_coordatt.applications.spec import ATTENTIONS, ModelSpec, ModelWithSpec
 from keras_coordatt.layers import CBAM, CoordAttention, SqueezeExcite
 from keras_coordatt.layers.coord_attention import conv_initializer
 
-ATTENTIONS = (None, "ca", "se", "cbam")
 POOLINGS = (None, "avg", "max")
 
 #: Default reduction ratio per attention type. CA: 32 (the paper). SE and CBAM: 24, which gives
@@ -353,18 +353,33 @@ def prepare(
     }
 
 
-def finish(
-    model: keras.Model, weights, *, family: str, alpha: float, attention, reduction, input_shape
-) -> keras.Model:
-    """Loads ``weights`` (when not None) through ``keras_coordatt.weights.load_weights``."""
+def finish(inputs, outputs, weights, *, name: str | None, spec: ModelSpec, resolved: dict):
+    """The model carrying ``spec`` (see :mod:`.spec`), with ``weights`` loaded when not None
+    (through ``keras_coordatt.weights.load_weights``)."""
+    model = ModelWithSpec(
+        inputs, outputs, name=default_name(spec.family, spec.attention, spec.alpha, name),
+        spec=spec,
+    )
     if weights is not None:
         from keras_coordatt import weights as weights_lib
 
         weights_lib.load_weights(
-            model, weights, family=family, alpha=alpha, attention=attention,
-            input_shape=input_shape, reduction=reduction,
+            model, weights, family=spec.family, alpha=spec.alpha, attention=spec.attention,
+            input_shape=resolved["input_shape"], reduction=spec.reduction,
         )
     return model
+
+
+def make_spec(family: str, resolved: dict, *, include_top: bool, pooling, classes) -> ModelSpec:
+    """The :class:`ModelSpec` of resolved builder arguments (input shape as (H, W, C))."""
+    shape = resolved["input_shape"]
+    if resolved["data_format"] == "channels_first":
+        shape = (shape[1], shape[2], shape[0])
+    return ModelSpec(
+        family=family, attention=resolved["attention"], alpha=resolved["alpha"],
+        reduction=resolved["reduction"], input_shape=shape, include_top=bool(include_top),
+        pooling=pooling, classes=classes,
+    )
 
 
 def default_name(family: str, attention: str | None, alpha: float, name: str | None) -> str:

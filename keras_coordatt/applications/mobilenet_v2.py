@@ -151,11 +151,10 @@ def MobileNetV2(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, dropout_rate=dropout_rate,
     )
-    model = keras.Model(inputs, x, name=_blocks.default_name(FAMILY, attention, alpha, name))
-    return _blocks.finish(
-        model, weights, family=FAMILY, alpha=alpha, attention=attention,
-        reduction=resolved["reduction"], input_shape=resolved["input_shape"],
+    spec = _blocks.make_spec(
+        FAMILY, resolved, include_top=include_top, pooling=pooling, classes=classes
     )
+    return _blocks.finish(inputs, x, weights, name=name, spec=spec, resolved=resolved)
 
 
 def MobileNetV2CA(

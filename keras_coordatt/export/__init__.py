@@ -2,11 +2,13 @@
 
 ``export_tflite`` needs the ``[tf]`` extra, ``inspect_tflite`` / ``evaluate_tflite`` the
 ``[litert]`` extra; both are imported only when a function is called, so importing this package
-is cheap. TF-Hub SavedModels: :func:`export_hub` (``[hub]`` extra, same lazy imports).
+is cheap. TF-Hub SavedModels: :func:`export_hub` (``[hub]`` extra, same lazy imports), the
+model card's details in a :class:`ModelCardInfo`.
 """
 
 from keras_coordatt.export.hub import HubExport, export_hub
 from keras_coordatt.export.litert import LiteRTModel, evaluate_tflite
+from keras_coordatt.export.model_card import ModelCardInfo
 from keras_coordatt.export.tflite import (
     MODES,
     ConversionError,
@@ -22,6 +24,7 @@ __all__ = [
     "ConversionError",
     "HubExport",
     "LiteRTModel",
+    "ModelCardInfo",
     "TFLiteOp",
     "evaluate_tflite",
     "export_hub",

@@ -3,22 +3,28 @@
 The card follows the tfhub.dev model-page format: a ``# Module`` title, a one-line summary,
 ``<!-- key: value -->`` metadata lines (task, network-architecture, dataset, fine-tunable,
 format, license), then Overview, Architecture, Inputs and outputs, Usage, Weights and accuracy,
-Fine-tuning, Licence and Citation sections. The ``asset-path`` metadata line is left out: add it
-when you publish the archive somewhere.
+Fine-tuning, Licence and Citation sections. The layout and fixed text are the template
+``templates/model_card.md`` (a :class:`string.Template`, package data); this module computes
+its fields, what the network is from :func:`keras_coordatt.applications.model_spec`, never from
+the model's name. The ``asset-path`` line is left out: add it when you publish the archive.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
-import re
+import string
+import warnings
+from importlib import resources
+from typing import Any
 
 #: File name of the card inside an exported directory.
 MODEL_CARD_FILENAME = "MODEL_CARD.md"
 
 #: Licence of keras-coordatt's own code (what randomly initialised exports carry).
-CODE_LICENSE = "Apache-2.0"
+CODE_LICENSE = "MIT"
 
 CA_BIBTEX = """@inproceedings{hou2021coordinate,
   title     = {Coordinate Attention for Efficient Mobile Network Design},
@@ -46,15 +52,36 @@ MOBILENEXT_BIBTEX = """@inproceedings{zhou2020rethinking,
   year      = {2020}
 }"""
 
-_FAMILY_TITLES = {"mobilenet_v2": "MobileNetV2", "mobilenext": "MobileNeXt"}
+_FAMILY_BIBTEX = {"mobilenet_v2": MOBILENET_V2_BIBTEX, "mobilenext": MOBILENEXT_BIBTEX}
 _ATTENTION_TITLES = {
     None: "",
     "ca": " + Coordinate Attention",
     "se": " + Squeeze-and-Excitation",
     "cbam": " + CBAM",
 }
-#: Default model names of the builders: ``{family}[_{attention}]_{alpha:.2f}``.
-_BUILDER_NAME = re.compile(r"^(mobilenet_v2|mobilenext)(?:_(ca|se|cbam))?_(\d+\.\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCardInfo:
+    """What the exporter says about the weights, for the model card (``export_hub(card=...)``).
+
+    Attributes:
+        weights: the ``weights=`` value the model was built with (nothing is loaded): a
+            registry preset name or ``"imagenet"`` (URL, pin, reported accuracy and licence
+            from the registry), a checkpoint path (its SHA-256), None (random initialisation)
+            or ``"unknown"`` (default).
+        weights_source: the weights' URL or description (overrides the registry's).
+        top1, top5: ImageNet top-1 / top-5 accuracy in % (override the registry's).
+        license: licence of the weights (overrides the registry's).
+        description: one-line summary at the top of the card.
+    """
+
+    weights: str | os.PathLike | None = "unknown"
+    weights_source: str | None = None
+    top1: float | None = None
+    top5: float | None = None
+    license: str | None = None
+    description: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +128,8 @@ class WeightsInfo:
 
 @dataclasses.dataclass(frozen=True)
 class ArchitectureInfo:
-    """What the card says about the network (parsed from a builder model name when possible)."""
+    """What the card says about the network (family, attention and alpha from the model's
+    :class:`~keras_coordatt.applications.ModelSpec`; None for other models)."""
 
     model_name: str
     family: str | None = None
@@ -115,18 +143,39 @@ class ArchitectureInfo:
     def title(self) -> str:
         if self.family is None:
             return self.model_name
-        text = _FAMILY_TITLES[self.family] + _ATTENTION_TITLES[self.attention]
+        text = _family_title(self.family) + _ATTENTION_TITLES[self.attention]
         if self.alpha is not None:
             text += f" (alpha {self.alpha:g})"
         return text
 
 
+def _family_title(family: str) -> str:
+    """``"MobileNetV2"`` for ``"mobilenet_v2"``: the name of the family's plain builder in the
+    catalog."""
+    from keras_coordatt.applications.catalog import find_model_entry
+
+    entry = find_model_entry(family, None)
+    return entry.builder_name if entry is not None else family
+
+
+def spec_of(model: Any) -> Any:
+    """``keras_coordatt.applications.model_spec(model)``: the ModelSpec a builder's model
+    carries (family, attention, alpha, ...), or None for any other model."""
+    from keras_coordatt.applications import model_spec
+
+    return model_spec(model)
+
+
 def parse_builder_name(name: str) -> tuple[str | None, str | None, float | None]:
-    """``(family, attention, alpha)`` from a builder's default model name, else Nones."""
-    match = _BUILDER_NAME.match(name or "")
-    if not match:
-        return None, None, None
-    return match.group(1), match.group(2), float(match.group(3))
+    """Deprecated: model names are not parsed any more; use
+    ``keras_coordatt.applications.model_spec(model)``. Always ``(None, None, None)``."""
+    warnings.warn(
+        "parse_builder_name is deprecated and returns Nones: read "
+        "keras_coordatt.applications.model_spec(model) instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return None, None, None
 
 
 def _file_sha256(path: str) -> str:
@@ -162,38 +211,38 @@ def resolve_weights_info(
     *,
     model_name: str = "",
     input_size: int | None = None,
+    spec: Any = None,
 ) -> WeightsInfo:
     """Card metadata for a builder's ``weights=`` value.
 
     ``None`` (or ``"none"`` / ``"random"``) means random initialisation, ``"unknown"`` that the
     source was not stated; a registry preset name gives the registry's URL, pin, reported
-    accuracy and licence; ``"imagenet"`` is resolved like the builders do (family,
-    alpha and attention parsed from a builder's default ``model_name``); a local file is
-    recorded by name and SHA-256.
+    accuracy and licence; ``"imagenet"`` is resolved like the builders do, from ``spec`` (the
+    model's ``ModelSpec``: family, alpha, attention); a local file is recorded by name and
+    SHA-256. ``model_name`` is only quoted in messages.
     """
     if weights is None or (isinstance(weights, str) and weights.lower() in ("none", "random")):
         return WeightsInfo(name="random")
     if isinstance(weights, str) and weights.lower() in ("", "unknown"):
         return WeightsInfo(name="unknown")
-    try:
-        from keras_coordatt.weights import registry
-    except ImportError:  # pragma: no cover - the registry ships with the package
-        registry = None
+    from keras_coordatt.weights import registry
+
     text = os.fspath(weights)
-    if registry is not None and text in registry.PRESETS:
+    if text in registry.PRESETS:
         return _preset_weights_info(registry.get_preset(text))
     if text == "imagenet":
-        family, attention, alpha = parse_builder_name(model_name)
         preset = None
-        if registry is not None and family is not None:
-            preset = registry.find_imagenet_preset(family, alpha, attention, input_size)
+        if spec is not None:
+            preset = registry.find_imagenet_preset(
+                spec.family, spec.alpha, spec.attention, input_size
+            )
         if preset is not None:
             return _preset_weights_info(preset)
         return WeightsInfo(
             name="imagenet",
             dataset="ImageNet (ILSVRC-2012)",
-            notes="ImageNet weights; the registry preset could not be identified from the "
-            f"model name {model_name!r}.",
+            notes="ImageNet weights; the registry preset could not be identified for the "
+            f"model {model_name!r} (no keras_coordatt ModelSpec, or no preset for it).",
         )
     if os.path.isfile(text):
         return WeightsInfo(
@@ -203,6 +252,24 @@ def resolve_weights_info(
             notes="Local checkpoint file.",
         )
     return WeightsInfo(name=text, notes="Weights named by the exporter (not in the registry).")
+
+
+def apply_card_info(info: WeightsInfo, card: ModelCardInfo) -> WeightsInfo:
+    """``info`` with the exporter's overrides from ``card`` (source, accuracy, licence)."""
+    overrides: dict[str, Any] = {}
+    if card.weights_source is not None:
+        overrides["source"] = card.weights_source
+    if card.top1 is not None:
+        overrides["top1"] = float(card.top1)
+    if card.top5 is not None:
+        overrides["top5"] = float(card.top5)
+    if card.license is not None:
+        overrides["license"] = card.license
+        overrides["license_source"] = "stated by the exporter"
+    if overrides and not info.pretrained:
+        name = os.path.basename(str(card.weights_source or "")) or "custom"
+        overrides.setdefault("name", name)
+    return dataclasses.replace(info, **overrides) if overrides else info
 
 
 def _license_tag(license_text: str) -> str:
@@ -218,8 +285,140 @@ def _percent(value: float | None) -> str:
     return "not reported" if value is None else f"{value:g} %"
 
 
-def _dim(value: int | None) -> str:
-    return "None" if value is None else str(value)
+_dim = str  # a dimension: "None" when dynamic
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> string.Template:
+    path = resources.files("keras_coordatt.export") / "templates" / "model_card.md"
+    return string.Template(path.read_text(encoding="utf-8"))
+
+
+def _architecture_lines(arch: ArchitectureInfo) -> list[str]:
+    lines = [f"* Keras model: `{arch.model_name}`"]
+    if arch.family is not None:
+        lines.append(f"* Family: {_family_title(arch.family)}; attention: "
+                     f"{arch.attention or 'none'}")
+    if arch.alpha is not None:
+        lines.append(f"* Width multiplier alpha: {arch.alpha:g}")
+    lines.append(f"* Coordinate Attention blocks: {arch.num_attention_blocks}")
+    lines.append(f"* Parameters in this export: {arch.num_params:,}")
+    if arch.bn_momentum:
+        momentum = ", ".join(f"{m:g}" for m in arch.bn_momentum)
+        lines.append(f"* BatchNormalization momentum (Keras convention): {momentum}")
+    return lines
+
+
+def _output_text(feature: bool, output_key: str, output_size: int, weights: WeightsInfo) -> str:
+    if feature:
+        return (
+            f"`{output_key}`: float32 `[batch_size, {output_size}]`, the output of the "
+            "global-average-pool layer (`avg_pool`), i.e. the input of the classifier. No "
+            "dropout is included."
+        )
+    text = (
+        f"`{output_key}`: float32 `[batch_size, {output_size}]`, unnormalised class scores "
+        "(logits; apply `tf.nn.softmax` for probabilities). When the Keras model ended in a "
+        "softmax, the exported function returns its input, the pre-softmax logits."
+    )
+    if output_size == 1000 and weights.dataset:
+        text += (
+            " Index i is ILSVRC-2012 class i (synsets sorted), the order of "
+            "`keras.applications` `decode_predictions`; there is no background class."
+        )
+    return text
+
+
+def _size_text(height: int | None, width: int | None, weights: WeightsInfo) -> str:
+    if height is not None and width is not None:
+        return f"height and width fixed to {height}x{width} pixels"
+    text = "any height and width of at least 32 pixels"
+    if weights.input_size:
+        text += f" (the weights were trained at {weights.input_size}x{weights.input_size})"
+    return text
+
+
+def _preprocessing_text(preprocessing: str | None) -> str:
+    if preprocessing == "imagenet":
+        return (
+            "The model normalises its input itself: it computes `(x - mean) / std` with the "
+            "ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), the same result "
+            "as `keras_coordatt.applications.preprocess_input(255 * x)`. Do not normalise again."
+        )
+    return "No normalisation is applied inside: the network receives the [0, 1] values as is."
+
+
+def _weights_lines(weights: WeightsInfo) -> list[str]:
+    if weights.random:
+        return ["* Weights: random initialisation; no accuracy to report."]
+    if weights.unknown:
+        return [
+            "* Weights: not stated by the exporter (pass `weights=` to `export_hub`, e.g. the "
+            "registry preset the model was built with); accuracy unknown."
+        ]
+    lines = [f"* Weights: `{weights.name}`"]
+    if weights.source:
+        lines.append(f"* Source: {weights.source}")
+    if weights.pin:
+        lines.append(f"* Content pin: {weights.pin}")
+    if weights.dataset:
+        lines.append(f"* Training data: {weights.dataset}")
+    if weights.input_size:
+        size = weights.input_size
+        lines.append(f"* Training / evaluation resolution: {size}x{size}")
+    lines.append(
+        f"* ImageNet top-1: {_percent(weights.top1)}; top-5: {_percent(weights.top5)} "
+        "(as reported by the weights' authors; not re-measured for this export)"
+    )
+    if weights.notes:
+        lines.append(f"* Notes: {weights.notes}")
+    return lines
+
+
+def _fine_tuning_lines(freeze_batch_norm: bool) -> list[str]:
+    if freeze_batch_norm:
+        return [
+            "* This export was made with `freeze_batch_norm=True`: every BatchNormalization "
+            "layer runs in inference mode (moving statistics, no updates) even with "
+            "`training=True`, and its gamma / beta are not in `trainable_variables`. Dropout "
+            "(classification exports) still follows `training`."
+        ]
+    return [
+        "* `training=True` normalises with the statistics of the current batch and updates "
+        "every BatchNormalization layer's moving mean / variance in place "
+        "(`moving = momentum * moving + (1 - momentum) * batch`), as a side effect of each "
+        "call; `training=False` uses the moving statistics and changes nothing.",
+        "* `hub.KerasLayer(..., trainable=False)` (the default) always calls with "
+        "`training=False`: the layer is frozen, statistics included, also inside `fit`. "
+        "With `trainable=True` the layer passes Keras' training flag: `fit` updates the "
+        "weights and the BatchNorm statistics, `evaluate` / `predict` do not.",
+        "* Small batches give noisy batch statistics: fine-tune with batches of 32 or more, "
+        "or export with `freeze_batch_norm=True` to keep the ImageNet statistics.",
+    ]
+
+
+def _weights_license(weights: WeightsInfo) -> str:
+    if weights.pretrained:
+        return weights.license or "unknown"
+    return CODE_LICENSE if weights.random else "unknown"
+
+
+def _licence_lines(weights: WeightsInfo) -> list[str]:
+    if weights.pretrained:
+        lines = [f"* Weights: {weights.license or 'unknown'}"]
+        if weights.license_source:
+            lines.append(f"  ({weights.license_source})")
+    elif weights.random:
+        lines = ["* Weights: none (random initialisation)."]
+    else:
+        lines = ["* Weights: unknown (source not stated at export)."]
+    lines.append(f"* Code that built and exported the model (keras-coordatt): {CODE_LICENSE}")
+    if weights.dataset:
+        lines.append(
+            "* ImageNet images are for non-commercial research and education use; check "
+            "whether that affects your use of weights trained on them."
+        )
+    return lines
 
 
 def render_model_card(
@@ -239,245 +438,63 @@ def render_model_card(
     _, height, width, channels = input_shape
     feature = kind == "feature_vector"
     arch = architecture
-    slug = arch.model_name.replace(" ", "_")
-    task = "image-feature-vector" if feature else "image-classification"
     family_tag = (arch.family or "custom").replace("_", "-")
     if arch.attention:
         family_tag += f"-{arch.attention}"
-    if weights.pretrained:
-        license_text = weights.license or "unknown"
-    elif weights.random:
-        license_text = CODE_LICENSE
-    else:
-        license_text = "unknown"
     what = "Feature vectors of images" if feature else "Image classification (logits)"
-    summary = description or (
-        f"{what} with {arch.title}, exported by keras-coordatt as a reusable TF2 SavedModel."
-    )
     dynamic = height is None or width is None
-    if not dynamic:
-        size_text = f"height and width fixed to {height}x{width} pixels"
-    else:
-        size_text = "any height and width of at least 32 pixels"
-        if weights.input_size:
-            size_text += f" (the weights were trained at {weights.input_size}x{weights.input_size})"
-    if feature:
-        output_text = (
-            f"`{output_key}`: float32 `[batch_size, {output_size}]`, the output of the "
-            "global-average-pool layer (`avg_pool`), i.e. the input of the classifier. No "
-            "dropout is included."
-        )
-    else:
-        output_text = (
-            f"`{output_key}`: float32 `[batch_size, {output_size}]`, unnormalised class scores "
-            "(logits; apply `tf.nn.softmax` for probabilities). When the Keras model ended in a "
-            "softmax, the exported function returns its input, the pre-softmax logits."
-        )
-        if output_size == 1000 and weights.dataset:
-            output_text += (
-                " Index i is ILSVRC-2012 class i (synsets sorted), the order of "
-                "`keras.applications` `decode_predictions`; there is no background class."
-            )
-    pre_text = (
-        "The model normalises its input itself: it computes `(x - mean) / std` with the "
-        "ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), the same result as "
-        "`keras_coordatt.applications.preprocess_input(255 * x)`. Do not normalise again."
-        if preprocessing == "imagenet"
-        else "No normalisation is applied inside: the network receives the [0, 1] values as is."
-    )
-    lines: list[str] = []
-    add = lines.append
-    add(f"# Module keras-coordatt/{slug}/{kind}/1")
-    add("")
-    add(summary)
-    add("")
-    add(f"<!-- task: {task} -->")
-    add(f"<!-- network-architecture: {family_tag} -->")
-    if weights.dataset:
-        add("<!-- dataset: imagenet-ilsvrc-2012-cls -->")
-    add("<!-- fine-tunable: true -->")
-    add("<!-- format: saved_model_2 -->")
-    add(f"<!-- license: {_license_tag(license_text)} -->")
-    add("")
-    add("## Overview")
-    add("")
-    add(
-        f"{arch.title} from the Coordinate Attention paper (Hou, Zhou, Feng, CVPR 2021), built "
-        "with the Keras 3 reference implementation `keras-coordatt` and exported with "
-        "`keras_coordatt.export.export_hub(kind=" + repr(kind) + ")`."
-    )
-    if weights.random:
-        add("")
-        add(
-            "**The weights are randomly initialised** (exported with `weights=None`): use this "
-            "export to test a pipeline, not for predictions."
-        )
-    add("")
-    add("## Architecture")
-    add("")
-    add(f"* Keras model: `{arch.model_name}`")
-    if arch.family is not None:
-        add(f"* Family: {_FAMILY_TITLES[arch.family]}; attention: {arch.attention or 'none'}")
-    if arch.alpha is not None:
-        add(f"* Width multiplier alpha: {arch.alpha:g}")
-    add(f"* Coordinate Attention blocks: {arch.num_attention_blocks}")
-    add(f"* Parameters in this export: {arch.num_params:,}")
-    if arch.bn_momentum:
-        momentum = ", ".join(f"{m:g}" for m in arch.bn_momentum)
-        add(f"* BatchNormalization momentum (Keras convention): {momentum}")
-    add("")
-    add("## Inputs and outputs")
-    add("")
-    add(
-        f"* Input: float32 RGB images `[batch_size, {_dim(height)}, {_dim(width)}, {channels}]`"
-        f", values in **[0, 1]**; {size_text}."
-    )
-    add(f"* Preprocessing: {pre_text}")
-    add(f"* Output: {output_text}")
-    add(
-        "* Entry points: `obj(images, training=False)` (the reusable SavedModel `__call__`; "
-        "`training=True` for fine-tuning), `obj.serve(images)` and `obj.serve_training(images)` "
-        "(for `keras.layers.TFSMLayer`), and the `serving_default` signature "
-        f"(input `inputs`, output `{output_key}`)."
-    )
-    add(
-        "* Attributes: `variables`, `trainable_variables` and `regularization_losses`, as the "
-        "reusable SavedModel conventions ask."
-    )
-    add("")
-    add("## Usage")
-    add("")
-    add("```python")
-    add("import tensorflow as tf")
-    add("import tensorflow_hub as hub  # with tf_keras installed")
-    add("import tf_keras")
-    add("")
-    shape = f"({_dim(height)}, {_dim(width)}, 3)" if not dynamic else "(224, 224, 3)"
-    add("model = tf_keras.Sequential([")
-    add(f"    tf_keras.Input(shape={shape}),")
-    add('    hub.KerasLayer("path/to/export", trainable=True),')
-    if feature:
-        add("    tf_keras.layers.Dense(num_classes),")
-    add("])")
-    add("")
-    add("# Keras 3:")
-    add("import keras")
-    add('layer = keras.layers.TFSMLayer("path/to/export", call_training_endpoint="serve_training")')
-    add("")
-    add("# Plain TensorFlow:")
-    add('obj = tf.saved_model.load("path/to/export")')
-    add("outputs = obj(images, training=False)  # images: float32 in [0, 1]")
-    add("```")
-    add("")
-    add("## Weights and accuracy")
-    add("")
-    if weights.pretrained:
-        add(f"* Weights: `{weights.name}`")
-        if weights.source:
-            add(f"* Source: {weights.source}")
-        if weights.pin:
-            add(f"* Content pin: {weights.pin}")
-        if weights.dataset:
-            add(f"* Training data: {weights.dataset}")
-        if weights.input_size:
-            add(f"* Training / evaluation resolution: {weights.input_size}x{weights.input_size}")
-        add(
-            f"* ImageNet top-1: {_percent(weights.top1)}; top-5: {_percent(weights.top5)} "
-            "(as reported by the weights' authors; not re-measured for this export)"
-        )
-        if weights.notes:
-            add(f"* Notes: {weights.notes}")
-    elif weights.random:
-        add("* Weights: random initialisation; no accuracy to report.")
-    else:
-        add(
-            "* Weights: not stated by the exporter (pass `weights=` to `export_hub`, e.g. the "
-            "registry preset the model was built with); accuracy unknown."
-        )
-    add("")
-    add("## Fine-tuning")
-    add("")
-    if freeze_batch_norm:
-        add(
-            "* This export was made with `freeze_batch_norm=True`: every BatchNormalization "
-            "layer runs in inference mode (moving statistics, no updates) even with "
-            "`training=True`, and its gamma / beta are not in `trainable_variables`. Dropout "
-            "(classification exports) still follows `training`."
-        )
-    else:
-        add(
-            "* `training=True` normalises with the statistics of the current batch and updates "
-            "every BatchNormalization layer's moving mean / variance in place "
-            "(`moving = momentum * moving + (1 - momentum) * batch`), as a side effect of each "
-            "call; `training=False` uses the moving statistics and changes nothing."
-        )
-        add(
-            "* `hub.KerasLayer(..., trainable=False)` (the default) always calls with "
-            "`training=False`: the layer is frozen, statistics included, also inside `fit`. "
-            "With `trainable=True` the layer passes Keras' training flag: `fit` updates the "
-            "weights and the BatchNorm statistics, `evaluate` / `predict` do not."
-        )
-        add(
-            "* Small batches give noisy batch statistics: fine-tune with batches of 32 or more, "
-            "or export with `freeze_batch_norm=True` to keep the ImageNet statistics."
-        )
-    add(
-        "* Learning rate: start about 10x lower than for training from scratch (e.g. SGD 0.005 "
-        "with momentum 0.9, or Adam 1e-4), and train the new head first with "
-        "`trainable=False` when the new data set is small."
-    )
-    add(
-        "* `regularization_losses` is empty unless the Keras model had kernel / bias "
-        "regularizers: add weight decay in your optimizer if you want it."
-    )
-    add("")
-    add("## Licence")
-    add("")
-    if weights.pretrained:
-        add(f"* Weights: {weights.license or 'unknown'}")
-        if weights.license_source:
-            add(f"  ({weights.license_source})")
-    elif weights.random:
-        add("* Weights: none (random initialisation).")
-    else:
-        add("* Weights: unknown (source not stated at export).")
-    add(f"* Code that built and exported the model (keras-coordatt): {CODE_LICENSE}")
-    if weights.dataset:
-        add(
-            "* ImageNet images are for non-commercial research and education use; check "
-            "whether that affects your use of weights trained on them."
-        )
-    add("")
-    add("## Citation")
-    add("")
-    add("Coordinate Attention: Qibin Hou, Daquan Zhou, Jiashi Feng, \"Coordinate Attention for")
-    add("Efficient Mobile Network Design\", CVPR 2021.")
-    add("")
-    add("```bibtex")
-    add(CA_BIBTEX)
-    if arch.family == "mobilenet_v2":
-        add("")
-        add(MOBILENET_V2_BIBTEX)
-    elif arch.family == "mobilenext":
-        add("")
-        add(MOBILENEXT_BIBTEX)
-    add("```")
+    environment = ""
     if versions:
-        add("")
-        add("## Export environment")
-        add("")
-        for package, version in versions.items():
-            add(f"* {package} {version}")
-    add("")
-    return "\n".join(lines)
+        environment = "\n## Export environment\n\n" + "\n".join(
+            f"* {package} {version}" for package, version in versions.items()
+        )
+    fields = {
+        "slug": arch.model_name.replace(" ", "_"),
+        "kind": kind,
+        "kind_repr": repr(kind),
+        "summary": description or (
+            f"{what} with {arch.title}, exported by keras-coordatt as a reusable TF2 SavedModel."
+        ),
+        "task": "image-feature-vector" if feature else "image-classification",
+        "family_tag": family_tag,
+        "dataset_tag": "<!-- dataset: imagenet-ilsvrc-2012-cls -->\n" if weights.dataset else "",
+        "license_tag": _license_tag(_weights_license(weights)),
+        "title": arch.title,
+        "random_warning": (
+            "\n**The weights are randomly initialised** (exported with `weights=None`): use this "
+            "export to test a pipeline, not for predictions.\n" if weights.random else ""
+        ),
+        "architecture": "\n".join(_architecture_lines(arch)),
+        "height": _dim(height),
+        "width": _dim(width),
+        "channels": channels,
+        "size_text": _size_text(height, width, weights),
+        "preprocessing_text": _preprocessing_text(preprocessing),
+        "output_text": _output_text(feature, output_key, output_size, weights),
+        "output_key": output_key,
+        "usage_shape": "(224, 224, 3)" if dynamic else f"({_dim(height)}, {_dim(width)}, 3)",
+        "usage_head": "    tf_keras.layers.Dense(num_classes),\n" if feature else "",
+        "weights_section": "\n".join(_weights_lines(weights)),
+        "fine_tuning": "\n".join(_fine_tuning_lines(freeze_batch_norm)),
+        "licence_section": "\n".join(_licence_lines(weights)),
+        "bibtex": "\n\n".join(
+            [CA_BIBTEX] + ([_FAMILY_BIBTEX[arch.family]] if arch.family in _FAMILY_BIBTEX else [])
+        ),
+        "environment": environment,
+    }
+    return _template().substitute(fields).rstrip("\n") + "\n"
 
 
 __all__ = [
     "CA_BIBTEX",
+    "CODE_LICENSE",
     "MODEL_CARD_FILENAME",
     "ArchitectureInfo",
+    "ModelCardInfo",
     "WeightsInfo",
+    "apply_card_info",
     "parse_builder_name",
     "render_model_card",
     "resolve_weights_info",
+    "spec_of",
 ]

@@ -54,16 +54,13 @@ import threading
 import types
 from collections.abc import Iterable, Mapping
 
-FAMILIES = ("mobilenet_v2", "mobilenext")
-ATTENTIONS = (None, "ca", "se", "cbam")
+from keras_coordatt.applications.catalog import ATTENTIONS, CATALOG, FAMILIES
 
-#: Builder name in ``keras_coordatt.applications`` for (family, attention).
-BUILDERS = {
-    ("mobilenet_v2", None): "MobileNetV2",
-    ("mobilenet_v2", "ca"): "MobileNetV2CA",
-    ("mobilenext", None): "MobileNeXt",
-    ("mobilenext", "ca"): "MobileNeXtCA",
-}
+#: Builder name in ``keras_coordatt.applications`` for (family, attention), read from the
+#: catalog (``keras_coordatt.applications.CATALOG``).
+BUILDERS = types.MappingProxyType(
+    {(entry.family, entry.attention): entry.builder_name for entry in CATALOG}
+)
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
