@@ -35,27 +35,16 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_coordatt.layers.specs import ATTENTION_SPECS, COORD_ATTENTION
+
 _GROUP = re.compile(r"^(stem|head|block(\d+))_")
 _MAX_LISTED = 25
 
-#: Sub-module names inside attention layers: Keras sublayer -> accepted upstream names.
+#: Sub-module names inside attention layers: Keras sublayer -> accepted upstream names
+#: (from the layers' descriptions in keras_coordatt.layers.specs).
 _ATTENTION_SUBMODULES = {
-    "CoordAttention": (
-        ("conv1", ("conv1",)),
-        ("bn1", ("bn1",)),
-        ("conv_h", ("conv_h", "conv2")),
-        ("conv_w", ("conv_w", "conv3")),
-    ),
-    "SqueezeExcite": (
-        ("conv_reduce", ("conv_reduce", "fc1")),
-        ("conv_expand", ("conv_expand", "fc2")),
-    ),
-    "CBAM": (
-        ("mlp_reduce", ("mlp_reduce",)),
-        ("mlp_expand", ("mlp_expand",)),
-        ("spatial_conv", ("spatial_conv",)),
-        ("spatial_bn", ("spatial_bn",)),
-    ),
+    class_name: tuple((sub.name, sub.torch_names) for sub in spec.sublayers)
+    for class_name, spec in ATTENTION_SPECS.items()
 }
 
 
@@ -254,7 +243,10 @@ def _listing(title: str, items: list[str]) -> str:
     return f"  {title} ({len(items)}):\n    " + "\n    ".join(shown) + more
 
 
-_CA_KEY = re.compile(r"\.(conv1|bn1|conv_h|conv_w|conv2|conv3)\.")
+_CA_KEY = re.compile(
+    r"\.(" + "|".join(name for sub in COORD_ATTENTION.sublayers for name in sub.torch_names)
+    + r")\."
+)
 
 
 def _hint(entries: list[_Entry], arrays: dict, unused: list[str]) -> str:
