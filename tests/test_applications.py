@@ -4,6 +4,7 @@ serialization, the feature pyramid, ImageNet utilities and argument errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import keras
@@ -202,6 +203,23 @@ def test_mobilenext_blocks_cases_and_attention_placement():
     assert model.get_layer("block20_reduce").filters == 208
     assert model.get_layer("block20_dw2").kernel.shape == (3, 3, 1280, 1)
     assert len([n for n in names if n.endswith("_ca")]) == 20
+
+
+def test_block_plans_are_typed():
+    from keras_coordatt.applications import mobilenet_v2, mobilenext
+
+    v2 = mobilenet_v2.block_plan(1.0)
+    assert v2.stem.filters == 32 and v2.head.in_channels == 320 and v2.head.filters == 1280
+    assert [b.index for b in v2.blocks] == list(range(1, 18))
+    first, second = v2.blocks[:2]
+    assert (first.expansion, first.hidden, first.out_channels) == (1, 32, 16)
+    assert (second.expansion, second.hidden, second.stride, second.residual) == (6, 96, 2, False)
+    nx = mobilenext.block_plan(1.0)
+    assert nx.stem.filters == 32 and nx.head is None and len(nx.blocks) == 20
+    assert [b.case for b in nx.blocks[:3]] == ["A", "D", "C"]
+    assert (nx.blocks[0].reduction, nx.blocks[1].reduction, nx.blocks[19].hidden) == (2, 6, 208)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nx.blocks[0].stride = 1
 
 
 def test_mobilenext_keeps_1280_below_alpha_one():
