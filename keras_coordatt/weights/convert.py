@@ -300,39 +300,17 @@ def load_torch_state_dict(
     """
     arrays = _strip_prefix(state_dict)
     entries, optional, classifier = torch_layout(model, arrays.keys())
-    has_top = bool(classifier)
-    errors = []
     skipped: list[str] = []
-    if has_top:
-        dense_weight = classifier[0]
-        found = arrays.get(dense_weight.key)
-        if found is not None and found.ndim == 2 and found.shape[0] != dense_weight.torch_shape[0]:
-            raise ValueError(
-                f"The checkpoint's classifier has {found.shape[0]} classes but the model has "
-                f"{dense_weight.torch_shape[0]} (`{dense_weight.key}` has shape "
-                f"{tuple(found.shape)}). Build the model with classes={found.shape[0]}, or with "
-                "include_top=False to leave the classifier out."
-            )
+    if classifier:
+        _check_classes(classifier[0], arrays)
         entries = entries + classifier
     else:
         skipped = sorted(k for k in arrays if k == "classifier" or k.startswith("classifier."))
 
-    missing, mismatched, assignments = [], [], []
-    for entry in entries:
-        value = arrays.get(entry.key)
-        if value is None:
-            missing.append(entry.key)
-            continue
-        if tuple(value.shape) != entry.torch_shape:
-            mismatched.append(
-                f"{entry.key}: checkpoint {tuple(value.shape)}, model expects "
-                f"{entry.torch_shape} (Keras layer {entry.layer})"
-            )
-            continue
-        assignments.append((entry, value))
+    missing, mismatched, assignments = _match(entries, arrays)
     used = {entry.key for entry in entries} | set(optional) | set(skipped)
     unused = [k for k in arrays if k not in used]
-
+    errors = []
     if mismatched:
         errors.append(_listing("shape mismatches", mismatched))
     if strict and missing:
@@ -358,6 +336,35 @@ def load_torch_state_dict(
         unused=unused,
         skipped=skipped,
     )
+
+
+def _check_classes(dense_weight: _Entry, arrays: dict) -> None:
+    """Raises when the checkpoint's classifier has another class count than the model's."""
+    found = arrays.get(dense_weight.key)
+    if found is not None and found.ndim == 2 and found.shape[0] != dense_weight.torch_shape[0]:
+        raise ValueError(
+            f"The checkpoint's classifier has {found.shape[0]} classes but the model has "
+            f"{dense_weight.torch_shape[0]} (`{dense_weight.key}` has shape "
+            f"{tuple(found.shape)}). Build the model with classes={found.shape[0]}, or with "
+            "include_top=False to leave the classifier out."
+        )
+
+
+def _match(entries: list[_Entry], arrays: dict):
+    """``(missing keys, shape mismatch lines, [(entry, array)] to assign)``."""
+    missing, mismatched, assignments = [], [], []
+    for entry in entries:
+        value = arrays.get(entry.key)
+        if value is None:
+            missing.append(entry.key)
+        elif tuple(value.shape) != entry.torch_shape:
+            mismatched.append(
+                f"{entry.key}: checkpoint {tuple(value.shape)}, model expects "
+                f"{entry.torch_shape} (Keras layer {entry.layer})"
+            )
+        else:
+            assignments.append((entry, value))
+    return missing, mismatched, assignments
 
 
 def torch_key_map(model: keras.Model, state_keys=()) -> list[tuple[str, tuple, str]]:
