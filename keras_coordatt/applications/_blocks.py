@@ -1,6 +1,6 @@
 """Building blocks and argument handling shared by the MobileNetV2 and MobileNeXt builders.
 
-Conventions, identical to the original PyTorch code (``ARCHITECTURE.md`` §b-§d):
+Conventions, identical to the original PyTorch code (``docs/reference_networks.md`` §b-§d):
 
 * every 3x3 conv pads one zero pixel on each side: ``padding="same"`` at stride 1 (identical),
   explicit ``ZeroPadding2D(1)`` + ``padding="valid"`` at stride 2 (Keras ``"same"`` would pad

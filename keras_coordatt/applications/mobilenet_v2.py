@@ -1,7 +1,7 @@
 """MobileNetV2 with optional Coordinate Attention / SE / CBAM: ``houqb/CoordAttention``'s
 ``mbv2_ca.py`` (``attention="ca"``) and ``d-li14/mobilenetv2.pytorch`` (``attention=None``).
 
-Network (``ARCHITECTURE.md`` §b, §c), block ``i`` = the upstream ``features.i``:
+Network (``docs/reference_networks.md`` §b, §c), block ``i`` = the upstream ``features.i``:
 
 * ``stem``: 3x3 conv stride 2 (``_make_divisible(32 * alpha)`` channels), BN, ReLU6;
 * ``block1``: t = 1: dw 3x3, BN, ReLU6, 1x1 projection, BN. **No attention in this block.**

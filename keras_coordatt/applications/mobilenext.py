@@ -1,7 +1,7 @@
 """MobileNeXt (Zhou et al., ECCV 2020), the official ``i2rnetv3`` network of
 ``yitu-opensource/MobileNeXt`` (the paper's 74.02 % model), optionally with attention.
 
-Network (``ARCHITECTURE.md`` §d), block ``i`` = the upstream ``features.i``:
+Network (``docs/reference_networks.md`` §d), block ``i`` = the upstream ``features.i``:
 
 * ``stem``: 3x3 conv stride 2, BN, ReLU6;
 * ``block1`` ... ``block20``: sandglass blocks, one of four cases (t is a *reduction* ratio;
