@@ -1,4 +1,4 @@
-"""tf_keras (Keras 2) twins of the attention layers, with tfmot QuantizeConfigs.
+"""tf_keras (Keras 2) twins of the attention layers (their QuantizeConfigs: :mod:`.configs`).
 
 tfmot only quantizes tf_keras functional models, so the QAT bridge rebuilds a Keras 3 network
 with these layers. Each twin computes exactly what its Keras 3 layer computes (channels_last) and
@@ -16,6 +16,10 @@ commutes with the per-channel BN scale ``gamma / sqrt(var + eps)``, so the TFLit
 folds BN into the conv, gets the same int8 kernel the QAT model trained with. During QAT
 ``fit`` BN keeps learning (batch statistics, CA's joint statistics over the ``H + W`` positions);
 at inference it is the moving-statistics affine map.
+
+Arguments, defaults, weight-holding sub-layers and their constants come from the same
+description as the Keras 3 layers (:mod:`keras_coordatt.layers.specs`); only the computation,
+written with quantization points, is here.
 """
 
 from __future__ import annotations
