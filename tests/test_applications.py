@@ -378,6 +378,22 @@ def test_model_spec_survives_save_load_with_custom_name(tmp_path):
     assert len(loaded.inputs) == 1 and loaded.get_layer("block20_dw2_bn") is not None
 
 
+def test_model_with_spec_stays_a_functional_model():
+    model = MobileNetV2(alpha=0.35, weights=None, attention="cbam", input_shape=(32, 40, 3),
+                        classes=5)
+    clone = keras.models.clone_model(model)
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+    clone.set_weights(model.get_weights())
+    x = tiny_input(32, 40)
+    np.testing.assert_array_equal(run(clone, x), run(model, x))
+    assert model_spec(clone) is None  # documented: Keras clones through (inputs, outputs, name)
+    config = model.get_config()
+    assert {"layers", "input_layers", "output_layers"} <= set(config)
+    assert config["spec"] == model_spec(model).to_config()
+    rebuilt = ModelWithSpec.from_config(config)
+    assert model_spec(rebuilt) == model_spec(model) and rebuilt.output_shape == (None, 5)
+
+
 # ----------------------------------------------------------------------------------------------
 # the spec a built model carries
 
