@@ -8,6 +8,9 @@ survives ``model.save("x.keras")`` / ``keras.saving.load_model(..., safe_mode=Tr
 model (so callers never parse names). ``keras.models.clone_model`` rebuilds a functional model
 through its class with inputs, outputs and name only, so a clone is a working
 :class:`ModelWithSpec` whose spec is None (its layers may differ from the original's anyway).
+A saved model names the registered class ``keras_coordatt>ModelWithSpec``, so loading it needs
+``import keras_coordatt`` first, as the attention layers always did (a plain MobileNetV2 /
+MobileNeXt saved by an earlier version loads as before, with no spec).
 """
 
 from __future__ import annotations
