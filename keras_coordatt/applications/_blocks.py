@@ -28,6 +28,9 @@ POOLINGS = (None, "avg", "max")
 #: the paper's 3.89 M parameters for MobileNetV2-1.0 + SE / + CBAM (3,890,136 / 3,891,736).
 DEFAULT_REDUCTION = {"ca": 32, "se": 24, "cbam": 24}
 
+#: Attention key ("ca", "se", "cbam") -> layer class (the key of the layer's description).
+_ATTENTION_LAYERS = {cls.SPEC.attention: cls for cls in (CoordAttention, SqueezeExcite, CBAM)}
+
 #: Smallest accepted input height/width (as keras.applications' MobileNetV2).
 MIN_SIZE = 32
 DEFAULT_SIZE = 224
@@ -316,14 +319,10 @@ class Blocks:
         """Applies the attention block ``{prefix}_{attention}`` (identity when None)."""
         if attention is None:
             return x
-        name = f"{prefix}_{attention}"
-        if attention == "ca":
-            layer = CoordAttention(reduction=reduction, data_format=self.data_format, name=name)
-        elif attention == "se":
-            layer = SqueezeExcite(reduction=reduction, data_format=self.data_format, name=name)
-        else:
-            layer = CBAM(reduction=reduction, data_format=self.data_format, name=name)
-        return layer(x)
+        layer_cls = _ATTENTION_LAYERS[attention]
+        return layer_cls(
+            reduction=reduction, data_format=self.data_format, name=f"{prefix}_{attention}"
+        )(x)
 
     def top(
         self, x, *, include_top, pooling, classes, classifier_activation, dropout_rate

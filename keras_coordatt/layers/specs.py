@@ -153,15 +153,11 @@ def batch_norm_arguments(sub: SubLayer) -> dict[str, Any]:
     return {"epsilon": sub.epsilon, "momentum": sub.momentum, "name": sub.name}
 
 
-def _positive(name: str, value):
-    return check_positive_int(name, value)
-
-
 def _directions(name: str, value):
     return check_directions(value)
 
 
-_REDUCTION_ARGUMENTS = (Argument("min_channels", 8, _positive),)
+_MIN_CHANNELS = Argument("min_channels", 8, check_positive_int)
 _DATA_FORMAT = Argument("data_format", None)
 
 COORD_ATTENTION = AttentionSpec(
@@ -169,8 +165,8 @@ COORD_ATTENTION = AttentionSpec(
     attention="ca",
     hidden_attribute="mip",
     arguments=(
-        Argument("reduction", 32, _positive),
-        *_REDUCTION_ARGUMENTS,
+        Argument("reduction", 32, check_positive_int),
+        _MIN_CHANNELS,
         Argument("directions", "hw", _directions),
         _DATA_FORMAT,
     ),
@@ -189,7 +185,7 @@ SQUEEZE_EXCITE = AttentionSpec(
     class_name="SqueezeExcite",
     attention="se",
     hidden_attribute="hidden",
-    arguments=(Argument("reduction", 16, _positive), *_REDUCTION_ARGUMENTS, _DATA_FORMAT),
+    arguments=(Argument("reduction", 16, check_positive_int), _MIN_CHANNELS, _DATA_FORMAT),
     sublayers=(
         SubLayer("conv_reduce", "conv", "channels", ("conv_reduce", "fc1"), filters="hidden"),
         SubLayer("conv_expand", "conv", "hidden", ("conv_expand", "fc2"), filters="channels"),
@@ -201,8 +197,8 @@ CBAM = AttentionSpec(
     attention="cbam",
     hidden_attribute="hidden",
     arguments=(
-        Argument("reduction", 16, _positive),
-        *_REDUCTION_ARGUMENTS,
+        Argument("reduction", 16, check_positive_int),
+        _MIN_CHANNELS,
         Argument("spatial_kernel_size", 7, check_odd_kernel_size),
         _DATA_FORMAT,
     ),
