@@ -1,9 +1,11 @@
 """The keras.applications-style builders: block plans, parameter / MAdds counts against the
-PyTorch originals (ARCHITECTURE.md), shapes at any input size, top options, layer names,
-serialization, the feature pyramid, ImageNet utilities and argument errors."""
+PyTorch originals (docs/reference_networks.md), shapes at any input size, top options, layer
+names, serialization, the spec a model carries, the feature pyramid, ImageNet utilities and
+argument errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import keras
@@ -48,7 +50,7 @@ def tiny_input(height=ODD[0], width=ODD[1], batch=1, seed=0):
 # ----------------------------------------------------------------------------------------------
 # parameter counts: PyTorch's sum(p.numel() for p in parameters()) of the originals
 
-# ARCHITECTURE.md §b.2 (d-li14 MobileNetV2 and MBV2_CA, every upstream width).
+# docs/reference_networks.md §b.2 (d-li14 MobileNetV2 and MBV2_CA, every upstream width).
 MBV2_PARAMS = {
     0.1: (1_356_696, 1_378_920),
     0.25: (1_519_112, 1_566_920),
@@ -58,8 +60,8 @@ MBV2_PARAMS = {
     1.0: (3_504_872, 3_950_648),
     1.4: (6_108_776, 6_958_700),
 }
-# Official i2rnetv3: 0.35 / 0.5 / 1.0 from ARCHITECTURE.md §d; the others measured on the same
-# PyTorch code (0.75 -> 2.77 M, 1.4 -> 6.13 M in ARCHITECTURE.md).
+# Official i2rnetv3: 0.35 / 0.5 / 1.0 from docs/reference_networks.md §d; the others measured on
+# the same PyTorch code (0.75 -> 2.77 M, 1.4 -> 6.13 M in docs/reference_networks.md).
 MOBILENEXT_PARAMS = {
     0.1: 1_627_316,
     0.25: 1_764_336,
@@ -202,6 +204,23 @@ def test_mobilenext_blocks_cases_and_attention_placement():
     assert model.get_layer("block20_reduce").filters == 208
     assert model.get_layer("block20_dw2").kernel.shape == (3, 3, 1280, 1)
     assert len([n for n in names if n.endswith("_ca")]) == 20
+
+
+def test_block_plans_are_typed():
+    from keras_coordatt.applications import mobilenet_v2, mobilenext
+
+    v2 = mobilenet_v2.block_plan(1.0)
+    assert v2.stem.filters == 32 and v2.head.in_channels == 320 and v2.head.filters == 1280
+    assert [b.index for b in v2.blocks] == list(range(1, 18))
+    first, second = v2.blocks[:2]
+    assert (first.expansion, first.hidden, first.out_channels) == (1, 32, 16)
+    assert (second.expansion, second.hidden, second.stride, second.residual) == (6, 96, 2, False)
+    nx = mobilenext.block_plan(1.0)
+    assert nx.stem.filters == 32 and nx.head is None and len(nx.blocks) == 20
+    assert [b.case for b in nx.blocks[:3]] == ["A", "D", "C"]
+    assert (nx.blocks[0].reduction, nx.blocks[1].reduction, nx.blocks[19].hidden) == (2, 6, 208)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nx.blocks[0].stride = 1
 
 
 def test_mobilenext_keeps_1280_below_alpha_one():
@@ -357,6 +376,22 @@ def test_model_spec_survives_save_load_with_custom_name(tmp_path):
     )
     # still a plain functional graph: a new model can be built on its tensors
     assert len(loaded.inputs) == 1 and loaded.get_layer("block20_dw2_bn") is not None
+
+
+def test_model_with_spec_stays_a_functional_model():
+    model = MobileNetV2(alpha=0.35, weights=None, attention="cbam", input_shape=(32, 40, 3),
+                        classes=5)
+    clone = keras.models.clone_model(model)
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+    clone.set_weights(model.get_weights())
+    x = tiny_input(32, 40)
+    np.testing.assert_array_equal(run(clone, x), run(model, x))
+    assert model_spec(clone) is None  # documented: Keras clones through (inputs, outputs, name)
+    config = model.get_config()
+    assert {"layers", "input_layers", "output_layers"} <= set(config)
+    assert config["spec"] == model_spec(model).to_config()
+    rebuilt = ModelWithSpec.from_config(config)
+    assert model_spec(rebuilt) == model_spec(model) and rebuilt.output_shape == (None, 5)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -131,7 +131,8 @@ def test_mip(channels, reduction, min_channels, expected_mip):
     layer.build((None, 5, 5, channels))
     assert layer.mip == expected_mip
     assert tuple(layer.conv1.kernel.shape) == (1, 1, channels, expected_mip)
-    params = 3 * channels * expected_mip + 3 * expected_mip + 2 * channels  # ARCHITECTURE.md a.1
+    # docs/reference_networks.md §a.1
+    params = 3 * channels * expected_mip + 3 * expected_mip + 2 * channels
     trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
     assert trainable == params
 
@@ -249,6 +250,60 @@ def test_config_round_trip(layer_cls):
     assert keras.saving.get_registered_name(layer_cls) == f"keras_coordatt>{layer_cls.__name__}"
     assert config["reduction"] == 7 and config["min_channels"] == 3
     assert config["data_format"] == "channels_first"
+
+
+# The description each layer is built from (keras_coordatt.layers.specs): what the tf_keras twins
+# and the PyTorch converter read too.
+SPEC_FACTS = {
+    # class: (defaults, weight-holding sub-layers, {BN sub-layer: (epsilon, momentum)})
+    CoordAttention: (
+        {"reduction": 32, "min_channels": 8, "directions": "hw", "data_format": None},
+        ("conv1", "bn1", "conv_h", "conv_w"),
+        {"bn1": (1e-5, 0.9)},
+    ),
+    SqueezeExcite: (
+        {"reduction": 16, "min_channels": 8, "data_format": None},
+        ("conv_reduce", "conv_expand"),
+        {},
+    ),
+    CBAM: (
+        {"reduction": 16, "min_channels": 8, "spatial_kernel_size": 7, "data_format": None},
+        ("mlp_reduce", "mlp_expand", "spatial_conv", "spatial_bn"),
+        {"spatial_bn": (1e-5, 0.99)},
+    ),
+}
+
+
+@pytest.mark.parametrize("layer_cls", [CoordAttention, SqueezeExcite, CBAM])
+def test_layer_follows_its_spec(layer_cls):
+    import inspect
+
+    defaults, sublayers, batch_norms = SPEC_FACTS[layer_cls]
+    spec = layer_cls.SPEC
+    assert spec.class_name == layer_cls.__name__ and spec.defaults == defaults
+    parameters = inspect.signature(layer_cls).parameters
+    assert {name: p.default for name, p in parameters.items() if name != "kwargs"} == defaults
+    layer = layer_cls(reduction=4)
+    layer.build((None, 9, 11, 32))
+    assert set(defaults) <= set(layer.get_config())
+    assert spec.sublayer_names == sublayers
+    weighted = [sub for sub in sublayers if getattr(layer, sub) is not None]
+    assert [w.path.split("/")[-2] for w in layer.weights] == [
+        sub for sub in weighted for _ in getattr(layer, sub).weights
+    ]
+    for name, (epsilon, momentum) in batch_norms.items():
+        bn = getattr(layer, name)
+        assert (bn.epsilon, bn.momentum) == (epsilon, momentum)
+    for sub in sublayers:
+        sublayer = getattr(layer, sub)
+        if isinstance(sublayer, keras.layers.Conv2D):
+            assert sublayer.kernel_initializer.get_config()["mode"] == "fan_out"
+
+
+def test_one_direction_coord_attention_builds_one_gate_conv():
+    layer = CoordAttention(reduction=4, directions="h")
+    layer.build((None, 9, 11, 32))
+    assert layer.conv_h is not None and layer.conv_w is None and layer.mip == 8
 
 
 def test_jit_compiled_inference_and_training_step():

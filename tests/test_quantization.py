@@ -140,6 +140,39 @@ def test_twin_layer_matches_in_inference_and_training(Q, layer_cls, kwargs):
         np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0, err_msg=str(training))
 
 
+@pytest.mark.parametrize("layer_cls", [CoordAttention, SqueezeExcite, CBAM])
+def test_twin_reads_the_same_spec(Q, layer_cls):
+    import inspect
+
+    twin_cls = getattr(Q, layer_cls.__name__)
+    assert twin_cls.SPEC is layer_cls.SPEC
+    expected = {n: p.default for n, p in inspect.signature(layer_cls).parameters.items()}
+    assert {n: p.default for n, p in inspect.signature(twin_cls).parameters.items()} == expected
+    twin, layer = twin_cls(3, name="t"), layer_cls(3, name="k")  # positional reduction too
+    twin.build((None, 9, 11, 32))
+    layer.build((None, 9, 11, 32))
+    keys = set(layer_cls.SPEC.argument_names)
+    twin_config, config = twin.get_config(), layer.get_config()
+    assert {k: twin_config[k] for k in keys} == {k: config[k] for k in keys}
+    assert twin_cls.from_config(twin_config).get_config() == twin_config
+    for name in layer_cls.SPEC.sublayer_names:
+        ours, theirs = getattr(twin, name), getattr(layer, name)
+        assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in theirs.weights]
+        for attribute in ("epsilon", "momentum", "use_bias", "padding", "kernel_size"):
+            assert getattr(ours, attribute, None) == getattr(theirs, attribute, None), attribute
+    with pytest.raises(TypeError, match="multiple values"):
+        twin_cls(4, reduction=4)
+
+
+def test_quantizers_moved_to_configs_stay_importable(Q):
+    from keras_coordatt.quantization import configs, tf_keras_layers
+
+    for name in ("KernelQuantizer", "ActivationQuantizer", "PassThroughQuantizer",
+                 "SigmoidOutputQuantizer", "AttentionQuantizeConfig", "OutputQuantizeConfig"):
+        assert getattr(tf_keras_layers, name) is getattr(configs, name)
+        assert tf_keras_layers.custom_objects()[name] is getattr(configs, name)
+
+
 def test_twin_rejects_channels_first(Q):
     with pytest.raises(ValueError, match="channels_last"):
         Q.CoordAttention(data_format="channels_first")

@@ -1,6 +1,6 @@
 """Building blocks and argument handling shared by the MobileNetV2 and MobileNeXt builders.
 
-Conventions, identical to the original PyTorch code (``ARCHITECTURE.md`` §b-§d):
+Conventions, identical to the original PyTorch code (``docs/reference_networks.md`` §b-§d):
 
 * every 3x3 conv pads one zero pixel on each side: ``padding="same"`` at stride 1 (identical),
   explicit ``ZeroPadding2D(1)`` + ``padding="valid"`` at stride 2 (Keras ``"same"`` would pad
@@ -12,6 +12,7 @@ Conventions, identical to the original PyTorch code (``ARCHITECTURE.md`` §b-§d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -27,12 +28,45 @@ POOLINGS = (None, "avg", "max")
 #: the paper's 3.89 M parameters for MobileNetV2-1.0 + SE / + CBAM (3,890,136 / 3,891,736).
 DEFAULT_REDUCTION = {"ca": 32, "se": 24, "cbam": 24}
 
+#: Attention key ("ca", "se", "cbam") -> layer class (the key of the layer's description).
+_ATTENTION_LAYERS = {cls.SPEC.attention: cls for cls in (CoordAttention, SqueezeExcite, CBAM)}
+
 #: Smallest accepted input height/width (as keras.applications' MobileNetV2).
 MIN_SIZE = 32
 DEFAULT_SIZE = 224
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
+
+
+# ----------------------------------------------------------------------------------------------
+# network plans: what each family's ``block_plan(alpha)`` returns
+
+
+@dataclasses.dataclass(frozen=True)
+class Stem:
+    """``stem_conv``: 3x3 conv with ``filters`` output channels at ``stride``, BN, ReLU6."""
+
+    filters: int
+    stride: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """``head_conv``: 1x1 conv ``in_channels -> filters``, BN, ReLU6 (MobileNetV2 only)."""
+
+    in_channels: int
+    filters: int
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkPlan:
+    """A backbone: stem, blocks (``block1``... in order; the family's block type), optional
+    head (None: the last block feeds the top directly)."""
+
+    stem: Stem
+    blocks: tuple
+    head: Head | None = None
 
 
 def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
@@ -255,11 +289,19 @@ class Blocks:
             depthwise_initializer=conv_initializer(), name=name,
         )(x)
 
-    def stem(self, x, filters: int):
+    def stem(self, x, stem: Stem):
         """``stem_pad`` -> ``stem_conv`` (3x3, stride 2) -> ``stem_bn`` -> ``stem_relu``."""
-        x = self.conv(x, filters, 3, 2, "stem_conv", pad_name="stem_pad")
+        x = self.conv(x, stem.filters, 3, stem.stride, "stem_conv", pad_name="stem_pad")
         x = self.bn(x, "stem_bn")
         return self.relu6(x, "stem_relu")
+
+    def head(self, x, head: Head | None):
+        """``head_conv`` (1x1) -> ``head_bn`` -> ``head_relu``; identity when ``head`` is None."""
+        if head is None:
+            return x
+        x = self.conv(x, head.filters, 1, 1, "head_conv")
+        x = self.bn(x, "head_bn")
+        return self.relu6(x, "head_relu")
 
     def conv_bn(self, x, filters, kernel_size, stride, name, *, activation: bool):
         """conv -> ``{name}_bn`` -> optional ReLU6 ``{name}_relu``."""
@@ -277,14 +319,10 @@ class Blocks:
         """Applies the attention block ``{prefix}_{attention}`` (identity when None)."""
         if attention is None:
             return x
-        name = f"{prefix}_{attention}"
-        if attention == "ca":
-            layer = CoordAttention(reduction=reduction, data_format=self.data_format, name=name)
-        elif attention == "se":
-            layer = SqueezeExcite(reduction=reduction, data_format=self.data_format, name=name)
-        else:
-            layer = CBAM(reduction=reduction, data_format=self.data_format, name=name)
-        return layer(x)
+        layer_cls = _ATTENTION_LAYERS[attention]
+        return layer_cls(
+            reduction=reduction, data_format=self.data_format, name=f"{prefix}_{attention}"
+        )(x)
 
     def top(
         self, x, *, include_top, pooling, classes, classifier_activation, dropout_rate

@@ -1,7 +1,7 @@
 """MobileNetV2 with optional Coordinate Attention / SE / CBAM: ``houqb/CoordAttention``'s
 ``mbv2_ca.py`` (``attention="ca"``) and ``d-li14/mobilenetv2.pytorch`` (``attention=None``).
 
-Network (``ARCHITECTURE.md`` §b, §c), block ``i`` = the upstream ``features.i``:
+Network (``docs/reference_networks.md`` §b, §c), block ``i`` = the upstream ``features.i``:
 
 * ``stem``: 3x3 conv stride 2 (``_make_divisible(32 * alpha)`` channels), BN, ReLU6;
 * ``block1``: t = 1: dw 3x3, BN, ReLU6, 1x1 projection, BN. **No attention in this block.**
@@ -16,6 +16,8 @@ Channel widths use ``_make_divisible(c * alpha, d)`` with ``d = 4`` only for ``a
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import keras
 
@@ -36,49 +38,59 @@ CFG = (
 )
 
 
-def block_plan(alpha: float) -> list[dict]:
-    """Per-block plan ``{"index", "t", "in", "hidden", "out", "stride", "residual"}``.
+@dataclasses.dataclass(frozen=True)
+class InvertedResidual:
+    """Block ``block{index}``: 1x1 expansion ``in_channels -> hidden`` (``hidden = in_channels *
+    expansion``; none when expansion is 1), depthwise 3x3 at ``stride``, attention, 1x1
+    projection to ``out_channels``; residual add when ``residual``."""
 
-    Also returns the stem and head widths as entries with index 0 and ``"head"``.
-    """
+    index: int
+    expansion: int
+    in_channels: int
+    hidden: int
+    out_channels: int
+    stride: int
+    residual: bool
+
+
+def block_plan(alpha: float) -> _blocks.NetworkPlan:
+    """The stem, the 17 :class:`InvertedResidual` blocks and the head at width ``alpha``."""
     divisor = width_divisor(alpha)
     channels = make_divisible(32 * alpha, divisor)
-    plan = [{"index": 0, "out": channels, "stride": 2}]
-    index = 1
-    for t, c, n, s in CFG:
+    stem = _blocks.Stem(filters=channels)
+    blocks = []
+    for expansion, c, n, s in CFG:
         out = make_divisible(c * alpha, divisor)
         for repeat in range(n):
             stride = s if repeat == 0 else 1
-            plan.append(
-                {
-                    "index": index,
-                    "t": t,
-                    "in": channels,
-                    "hidden": round(channels * t),
-                    "out": out,
-                    "stride": stride,
-                    "residual": stride == 1 and channels == out,
-                }
+            blocks.append(
+                InvertedResidual(
+                    index=len(blocks) + 1,
+                    expansion=expansion,
+                    in_channels=channels,
+                    hidden=round(channels * expansion),
+                    out_channels=out,
+                    stride=stride,
+                    residual=stride == 1 and channels == out,
+                )
             )
             channels = out
-            index += 1
     head = make_divisible(1280 * alpha, divisor) if alpha > 1.0 else 1280
-    plan.append({"index": "head", "in": channels, "out": head, "stride": 1})
-    return plan
+    return _blocks.NetworkPlan(stem, tuple(blocks), _blocks.Head(channels, head))
 
 
-def _inverted_residual(blocks: _blocks.Blocks, x, spec: dict, attention, reduction):
-    prefix = f"block{spec['index']}"
+def _inverted_residual(blocks: _blocks.Blocks, x, block: InvertedResidual, attention, reduction):
+    prefix = f"block{block.index}"
     shortcut = x
-    if spec["t"] != 1:
-        x = blocks.conv_bn(x, spec["hidden"], 1, 1, f"{prefix}_expand", activation=True)
-        x = blocks.depthwise_bn(x, spec["stride"], f"{prefix}_dw", activation=True)
+    if block.expansion != 1:
+        x = blocks.conv_bn(x, block.hidden, 1, 1, f"{prefix}_expand", activation=True)
+        x = blocks.depthwise_bn(x, block.stride, f"{prefix}_dw", activation=True)
         x = blocks.attention(x, attention, reduction, prefix)
     else:
-        # The t = 1 block has no attention in mbv2_ca.py.
-        x = blocks.depthwise_bn(x, spec["stride"], f"{prefix}_dw", activation=True)
-    x = blocks.conv_bn(x, spec["out"], 1, 1, f"{prefix}_project", activation=False)
-    if spec["residual"]:
+        # The expansion-1 block has no attention in mbv2_ca.py.
+        x = blocks.depthwise_bn(x, block.stride, f"{prefix}_dw", activation=True)
+    x = blocks.conv_bn(x, block.out_channels, 1, 1, f"{prefix}_project", activation=False)
+    if block.residual:
         x = keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
     return x
 
@@ -140,13 +152,10 @@ def MobileNetV2(
     img_input, inputs = _blocks.make_input(resolved["input_shape"], input_tensor)
 
     plan = block_plan(alpha)
-    x = blocks.stem(img_input, plan[0]["out"])
-    for spec in plan[1:-1]:
-        x = _inverted_residual(blocks, x, spec, attention, resolved["reduction"])
-    head = plan[-1]
-    x = blocks.conv(x, head["out"], 1, 1, "head_conv")
-    x = blocks.bn(x, "head_bn")
-    x = blocks.relu6(x, "head_relu")
+    x = blocks.stem(img_input, plan.stem)
+    for block in plan.blocks:
+        x = _inverted_residual(blocks, x, block, attention, resolved["reduction"])
+    x = blocks.head(x, plan.head)
     x = blocks.top(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, dropout_rate=dropout_rate,

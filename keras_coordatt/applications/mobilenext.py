@@ -1,7 +1,7 @@
 """MobileNeXt (Zhou et al., ECCV 2020), the official ``i2rnetv3`` network of
 ``yitu-opensource/MobileNeXt`` (the paper's 74.02 % model), optionally with attention.
 
-Network (``ARCHITECTURE.md`` §d), block ``i`` = the upstream ``features.i``:
+Network (``docs/reference_networks.md`` §d), block ``i`` = the upstream ``features.i``:
 
 * ``stem``: 3x3 conv stride 2, BN, ReLU6;
 * ``block1`` ... ``block20``: sandglass blocks, one of four cases (t is a *reduction* ratio;
@@ -40,6 +40,7 @@ the paper's 4.09 M parameters (4.12 M; no attention in B/C: 3.97 M; at the B/C b
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -65,70 +66,90 @@ CFG = (
 TRANSITION_ATTENTION = ("expand", "input", "none")
 
 
-def _hidden(inp: int, out: int, t: int) -> int:
-    hidden = inp // t
+def _hidden(inp: int, out: int, reduction: int) -> int:
+    hidden = inp // reduction
     if hidden < out / 6.0:
         hidden = make_divisible(math.ceil(out / 6.0), 16)
     return hidden
 
 
-def block_plan(alpha: float) -> list[dict]:
-    """Per-block plan ``{"index", "case", "t", "in", "hidden", "out", "stride", "residual"}``;
-    entry 0 is the stem. ``stride`` is the block's effective stride."""
+@dataclasses.dataclass(frozen=True)
+class Sandglass:
+    """Block ``block{index}`` of ``case`` A-D (module docstring): 1x1 reduction ``in_channels
+    -> hidden`` (``hidden = in_channels // reduction``, raised to at least out / 6), 1x1
+    expansion to ``out_channels``, depthwise convs per case; ``stride`` is the block's effective
+    stride; residual add when ``residual``."""
+
+    index: int
+    case: str
+    reduction: int
+    in_channels: int
+    hidden: int
+    out_channels: int
+    stride: int
+    residual: bool
+
+
+def _case(reduction: int, channels: int, out: int, stride: int, keep_3x3: bool):
+    """``(case, residual, effective stride)`` of a block (module docstring's table)."""
+    if reduction == 2:
+        return "A", False, stride
+    if channels != out and stride == 1 and not keep_3x3:
+        return "B", False, 1
+    if channels != out and stride == 2 and not keep_3x3:
+        return "C", False, 2
+    # As upstream: case D's last depthwise conv has stride 1 whatever the cfg says (only
+    # reachable with in == out on a stride-2 row at exotic widths).
+    return "D", not keep_3x3, 1
+
+
+def block_plan(alpha: float) -> _blocks.NetworkPlan:
+    """The stem and the 20 :class:`Sandglass` blocks at width ``alpha`` (no head)."""
     divisor = width_divisor(alpha)
     channels = make_divisible(32 * alpha, divisor)
-    plan = [{"index": 0, "out": channels, "stride": 2}]
-    index = 1
-    for t, c, n, s in CFG:
+    stem = _blocks.Stem(filters=channels)
+    blocks = []
+    for reduction, c, n, s in CFG:
         out = make_divisible(c * alpha, divisor)
         if c == 1280 and alpha < 1:
             out = 1280
         for repeat in range(n):
             stride = s if repeat == 0 else 1
             keep_3x3 = repeat == 0 and n == 1 and s == 1
-            if t == 2:
-                case, residual, effective = "A", False, stride
-            elif channels != out and stride == 1 and not keep_3x3:
-                case, residual, effective = "B", False, 1
-            elif channels != out and stride == 2 and not keep_3x3:
-                case, residual, effective = "C", False, 2
-            else:
-                # As upstream: case D's last depthwise conv has stride 1 whatever the cfg says
-                # (only reachable with in == out on a stride-2 row at exotic widths).
-                case, residual, effective = "D", not keep_3x3, 1
-            plan.append(
-                {
-                    "index": index,
-                    "case": case,
-                    "t": t,
-                    "in": channels,
-                    "hidden": _hidden(channels, out, t),
-                    "out": out,
-                    "stride": effective,
-                    "residual": residual,
-                }
+            case, residual, effective = _case(reduction, channels, out, stride, keep_3x3)
+            blocks.append(
+                Sandglass(
+                    index=len(blocks) + 1,
+                    case=case,
+                    reduction=reduction,
+                    in_channels=channels,
+                    hidden=_hidden(channels, out, reduction),
+                    out_channels=out,
+                    stride=effective,
+                    residual=residual,
+                )
             )
             channels = out
-            index += 1
-    return plan
+    return _blocks.NetworkPlan(stem, tuple(blocks), head=None)
 
 
-def _sandglass(blocks: _blocks.Blocks, x, spec, attention, reduction, transition_attention):
-    prefix = f"block{spec['index']}"
-    case = spec["case"]
+def _sandglass(blocks: _blocks.Blocks, x, block: Sandglass, attention, reduction,
+               transition_attention):
+    prefix = f"block{block.index}"
+    case = block.case
     shortcut = x
     if case in ("A", "D"):
         x = blocks.depthwise_bn(x, 1, f"{prefix}_dw1", activation=True)
         x = blocks.attention(x, attention, reduction, prefix)
     elif transition_attention == "input":
         x = blocks.attention(x, attention, reduction, prefix)
-    x = blocks.conv_bn(x, spec["hidden"], 1, 1, f"{prefix}_reduce", activation=False)
-    x = blocks.conv_bn(x, spec["out"], 1, 1, f"{prefix}_expand", activation=True)
+    x = blocks.conv_bn(x, block.hidden, 1, 1, f"{prefix}_reduce", activation=False)
+    x = blocks.conv_bn(x, block.out_channels, 1, 1, f"{prefix}_expand", activation=True)
     if case in ("B", "C") and transition_attention == "expand":
         x = blocks.attention(x, attention, reduction, prefix)
     if case != "B":
-        x = blocks.depthwise_bn(x, spec["stride"], f"{prefix}_dw2", activation=False)
-    if spec["residual"]:
+        x = blocks.depthwise_bn(x, block.stride, f"{prefix}_dw2", activation=False)
+    if block.residual:
         x = keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
     return x
 
@@ -165,9 +186,10 @@ def _build(
     img_input, inputs = _blocks.make_input(resolved["input_shape"], input_tensor)
 
     plan = block_plan(alpha)
-    x = blocks.stem(img_input, plan[0]["out"])
-    for spec in plan[1:]:
-        x = _sandglass(blocks, x, spec, attention, resolved["reduction"], transition_attention)
+    x = blocks.stem(img_input, plan.stem)
+    for block in plan.blocks:
+        x = _sandglass(blocks, x, block, attention, resolved["reduction"], transition_attention)
+    x = blocks.head(x, plan.head)
     x = blocks.top(
         x, include_top=include_top, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, dropout_rate=dropout_rate,

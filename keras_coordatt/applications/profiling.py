@@ -1,6 +1,6 @@
 """Parameter and multiply-accumulate (MAdds) counts, and the README's comparison table.
 
-Counting rules (the ones of ``ARCHITECTURE.md`` and of the papers' tables):
+Counting rules (the ones of ``docs/reference_networks.md`` and of the papers' tables):
 
 * ``params``: weights a PyTorch ``sum(p.numel() for p in model.parameters())`` counts, i.e. every
   Keras weight except BatchNorm moving statistics (which PyTorch keeps as buffers);

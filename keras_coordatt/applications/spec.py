@@ -3,9 +3,14 @@
 The builders return a :class:`ModelWithSpec`, a functional ``keras.Model`` (same layers, inputs,
 outputs and graph as ``keras.Model(inputs, outputs)``) that also holds the :class:`ModelSpec`
 of the arguments that define its network. The spec is part of the model's config, so it
-survives ``model.save("x.keras")`` / ``keras.saving.load_model(..., safe_mode=True)`` and
-``keras.models.clone_model(model)``; a user's ``name=`` does not touch it. Read it with
-:func:`model_spec`, which returns None for any other model (so callers never parse names).
+survives ``model.save("x.keras")`` / ``keras.saving.load_model(..., safe_mode=True)``; a user's
+``name=`` does not touch it. Read it with :func:`model_spec`, which returns None for any other
+model (so callers never parse names). ``keras.models.clone_model`` rebuilds a functional model
+through its class with inputs, outputs and name only, so a clone is a working
+:class:`ModelWithSpec` whose spec is None (its layers may differ from the original's anyway).
+A saved model names the registered class ``keras_coordatt>ModelWithSpec``, so loading it needs
+``import keras_coordatt`` first, as the attention layers always did (a plain MobileNetV2 /
+MobileNeXt saved by an earlier version loads as before, with no spec).
 """
 
 from __future__ import annotations

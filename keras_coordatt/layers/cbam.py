@@ -5,18 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_coordatt.layers._common import (
-    channel_count,
-    check_odd_kernel_size,
-    check_positive_int,
-    hidden_width,
-    resolve_data_format,
-)
-from keras_coordatt.layers.coord_attention import conv_initializer
+from keras_coordatt.layers._base import AttentionLayer
+from keras_coordatt.layers.specs import CBAM as CBAM_SPEC
 
 
 @keras.saving.register_keras_serializable(package="keras_coordatt")
-class CBAM(keras.layers.Layer):
+class CBAM(AttentionLayer):
     """Convolutional Block Attention Module.
 
     Channel attention: ``m_c = sigmoid(mlp(mean_HW(x)) + mlp(max_HW(x)))``, ``(N, 1, 1, C)``,
@@ -34,6 +28,8 @@ class CBAM(keras.layers.Layer):
             ``keras.config.image_data_format()``.
     """
 
+    SPEC = CBAM_SPEC
+
     def __init__(
         self,
         reduction: int = 16,
@@ -43,50 +39,11 @@ class CBAM(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.min_channels = check_positive_int("min_channels", min_channels)
-        self.spatial_kernel_size = check_odd_kernel_size("spatial_kernel_size", spatial_kernel_size)
-        self.data_format = resolve_data_format(data_format)
-        if self.data_format == "channels_last":
-            self._spatial_axes, self._channel_axis = (1, 2), 3
-        else:
-            self._spatial_axes, self._channel_axis = (2, 3), 1
-
-    def build(self, input_shape):
-        channels = channel_count("CBAM", input_shape, self.data_format)
-        self.channels = channels
-        self.hidden = hidden_width(channels, self.reduction, self.min_channels)
-        pooled = list(input_shape)
-        for axis in self._spatial_axes:
-            pooled[axis] = 1
-        reduced = list(pooled)
-        reduced[self._channel_axis] = self.hidden
-        self.mlp_reduce = keras.layers.Conv2D(
-            self.hidden, 1, data_format=self.data_format, kernel_initializer=conv_initializer(),
-            name="mlp_reduce", dtype=self.dtype_policy,
+        self._set_arguments(
+            {"reduction": reduction, "min_channels": min_channels,
+             "spatial_kernel_size": spatial_kernel_size, "data_format": data_format}
         )
-        self.mlp_reduce.build(tuple(pooled))
-        self.mlp_expand = keras.layers.Conv2D(
-            channels, 1, data_format=self.data_format, kernel_initializer=conv_initializer(),
-            name="mlp_expand", dtype=self.dtype_policy,
-        )
-        self.mlp_expand.build(tuple(reduced))
-        stacked = list(input_shape)
-        stacked[self._channel_axis] = 2
-        self.spatial_conv = keras.layers.Conv2D(
-            1, self.spatial_kernel_size, padding="same", use_bias=False,
-            data_format=self.data_format, kernel_initializer=conv_initializer(),
-            name="spatial_conv", dtype=self.dtype_policy,
-        )
-        self.spatial_conv.build(tuple(stacked))
-        single = list(input_shape)
-        single[self._channel_axis] = 1
-        self.spatial_bn = keras.layers.BatchNormalization(
-            axis=self._channel_axis, epsilon=1e-5, momentum=0.99, name="spatial_bn",
-            dtype=self.dtype_policy,
-        )
-        self.spatial_bn.build(tuple(single))
-        self.built = True
+        self._spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
 
     def _mlp(self, pooled):
         return self.mlp_expand(ops.relu(self.mlp_reduce(pooled)))
@@ -110,18 +67,3 @@ class CBAM(keras.layers.Layer):
     def call(self, inputs, training=None):
         channel_gate, spatial_gate = self.gates(inputs, training=training)
         return inputs * channel_gate * spatial_gate
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "min_channels": self.min_channels,
-                "spatial_kernel_size": self.spatial_kernel_size,
-                "data_format": self.data_format,
-            }
-        )
-        return config

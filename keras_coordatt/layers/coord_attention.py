@@ -5,24 +5,14 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_coordatt.layers._common import (
-    channel_count,
-    check_directions,
-    check_positive_int,
-    hidden_width,
-    resolve_data_format,
-)
+from keras_coordatt.layers._base import AttentionLayer, conv_initializer
+from keras_coordatt.layers.specs import COORD_ATTENTION
 
-
-def conv_initializer() -> keras.initializers.Initializer:
-    """He normal over fan-out, the initialisation of the original PyTorch code."""
-    return keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_out", distribution="untruncated_normal"
-    )
+__all__ = ["CoordAttention", "conv_initializer"]
 
 
 @keras.saving.register_keras_serializable(package="keras_coordatt")
-class CoordAttention(keras.layers.Layer):
+class CoordAttention(AttentionLayer):
     """Coordinate Attention block.
 
     For an input ``x`` of shape ``(N, H, W, C)`` (or ``(N, C, H, W)`` with
@@ -47,6 +37,8 @@ class CoordAttention(keras.layers.Layer):
             ``keras.config.image_data_format()``.
     """
 
+    SPEC = COORD_ATTENTION
+
     def __init__(
         self,
         reduction: int = 32,
@@ -56,49 +48,15 @@ class CoordAttention(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.min_channels = check_positive_int("min_channels", min_channels)
-        self.directions = check_directions(directions)
-        self.data_format = resolve_data_format(data_format)
+        self._set_arguments(
+            {"reduction": reduction, "min_channels": min_channels, "directions": directions,
+             "data_format": data_format}
+        )
         if self.data_format == "channels_last":
             self._h_axis, self._w_axis = 1, 2
         else:
             self._h_axis, self._w_axis = 2, 3
         self.supports_masking = False
-
-    def _conv(self, filters: int, name: str) -> keras.layers.Conv2D:
-        return keras.layers.Conv2D(
-            filters,
-            1,
-            use_bias=True,
-            data_format=self.data_format,
-            kernel_initializer=conv_initializer(),
-            name=name,
-            dtype=self.dtype_policy,
-        )
-
-    def build(self, input_shape):
-        channels = channel_count("CoordAttention", input_shape, self.data_format)
-        self.channels = channels
-        self.mip = hidden_width(channels, self.reduction, self.min_channels)
-        pooled = list(input_shape)
-        pooled[self._w_axis] = 1
-        self.conv1 = self._conv(self.mip, "conv1")
-        self.conv1.build(tuple(pooled))
-        bn_axis = -1 if self.data_format == "channels_last" else 1
-        self.bn1 = keras.layers.BatchNormalization(
-            axis=bn_axis, epsilon=1e-5, momentum=0.9, name="bn1", dtype=self.dtype_policy
-        )
-        reduced = list(pooled)
-        reduced[bn_axis] = self.mip
-        self.bn1.build(tuple(reduced))
-        if "h" in self.directions:
-            self.conv_h = self._conv(channels, "conv_h")
-            self.conv_h.build(tuple(reduced))
-        if "w" in self.directions:
-            self.conv_w = self._conv(channels, "conv_w")
-            self.conv_w.build(tuple(reduced))
-        self.built = True
 
     def _swap_hw(self, tensor):
         perm = [0, 1, 2, 3]
@@ -158,18 +116,3 @@ class CoordAttention(keras.layers.Layer):
         if a_h is not None:
             outputs = outputs * a_h
         return outputs
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "min_channels": self.min_channels,
-                "directions": self.directions,
-                "data_format": self.data_format,
-            }
-        )
-        return config

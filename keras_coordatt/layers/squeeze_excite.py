@@ -5,17 +5,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_coordatt.layers._common import (
-    channel_count,
-    check_positive_int,
-    hidden_width,
-    resolve_data_format,
-)
-from keras_coordatt.layers.coord_attention import conv_initializer
+from keras_coordatt.layers._base import AttentionLayer
+from keras_coordatt.layers.specs import SQUEEZE_EXCITE
 
 
 @keras.saving.register_keras_serializable(package="keras_coordatt")
-class SqueezeExcite(keras.layers.Layer):
+class SqueezeExcite(AttentionLayer):
     """Squeeze-and-Excitation block.
 
     ``s = sigmoid(conv_expand(relu(conv_reduce(mean_HW(x)))))`` with shape ``(N, 1, 1, C)``
@@ -29,6 +24,8 @@ class SqueezeExcite(keras.layers.Layer):
             ``keras.config.image_data_format()``.
     """
 
+    SPEC = SQUEEZE_EXCITE
+
     def __init__(
         self,
         reduction: int = 16,
@@ -37,31 +34,10 @@ class SqueezeExcite(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.min_channels = check_positive_int("min_channels", min_channels)
-        self.data_format = resolve_data_format(data_format)
+        self._set_arguments(
+            {"reduction": reduction, "min_channels": min_channels, "data_format": data_format}
+        )
         self._spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
-
-    def build(self, input_shape):
-        channels = channel_count("SqueezeExcite", input_shape, self.data_format)
-        self.channels = channels
-        self.hidden = hidden_width(channels, self.reduction, self.min_channels)
-        pooled = list(input_shape)
-        for axis in self._spatial_axes:
-            pooled[axis] = 1
-        self.conv_reduce = keras.layers.Conv2D(
-            self.hidden, 1, data_format=self.data_format, kernel_initializer=conv_initializer(),
-            name="conv_reduce", dtype=self.dtype_policy,
-        )
-        self.conv_reduce.build(tuple(pooled))
-        reduced = list(pooled)
-        reduced[-1 if self.data_format == "channels_last" else 1] = self.hidden
-        self.conv_expand = keras.layers.Conv2D(
-            channels, 1, data_format=self.data_format, kernel_initializer=conv_initializer(),
-            name="conv_expand", dtype=self.dtype_policy,
-        )
-        self.conv_expand.build(tuple(reduced))
-        self.built = True
 
     def gates(self, inputs):
         """Returns the channel gate ``s``, shape ``(N, 1, 1, C)`` (channels_last)."""
@@ -70,17 +46,3 @@ class SqueezeExcite(keras.layers.Layer):
 
     def call(self, inputs):
         return inputs * self.gates(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "min_channels": self.min_channels,
-                "data_format": self.data_format,
-            }
-        )
-        return config

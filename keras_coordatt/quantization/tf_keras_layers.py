@@ -1,4 +1,4 @@
-"""tf_keras (Keras 2) twins of the attention layers, with tfmot QuantizeConfigs.
+"""tf_keras (Keras 2) twins of the attention layers (their QuantizeConfigs: :mod:`.configs`).
 
 tfmot only quantizes tf_keras functional models, so the QAT bridge rebuilds a Keras 3 network
 with these layers. Each twin computes exactly what its Keras 3 layer computes (channels_last) and
@@ -16,126 +16,46 @@ commutes with the per-channel BN scale ``gamma / sqrt(var + eps)``, so the TFLit
 folds BN into the conv, gets the same int8 kernel the QAT model trained with. During QAT
 ``fit`` BN keeps learning (batch statistics, CA's joint statistics over the ``H + W`` positions);
 at inference it is the moving-statistics affine map.
+
+Arguments, defaults, weight-holding sub-layers and their constants come from the same
+description as the Keras 3 layers (:mod:`keras_coordatt.layers.specs`); only the computation,
+written with quantization points, is here.
 """
 
 from __future__ import annotations
 
-from keras_coordatt.layers._common import (
-    check_directions,
-    check_odd_kernel_size,
-    check_positive_int,
-    hidden_width,
-)
+from keras_coordatt.layers.specs import CBAM as CBAM_SPEC
+from keras_coordatt.layers.specs import COORD_ATTENTION, SQUEEZE_EXCITE
 from keras_coordatt.quantization._deps import import_qat_stack
+from keras_coordatt.quantization._points import (
+    GATE,
+    LINEAR,
+    SIGMOID,
+    _hard_swish,
+    _plain_python,
+    _QuantPointsLayer,
+    _smart_cond,
+)
+
+# The quantizers and QuantizeConfigs live in .configs; imported here too, as before.
+from keras_coordatt.quantization.configs import (  # noqa: F401
+    SIGMOID_OUTPUT_RANGE,
+    ActivationQuantizer,
+    AttentionQuantizeConfig,
+    KernelQuantizer,
+    OutputQuantizeConfig,
+    PassThroughQuantizer,
+    SigmoidOutputQuantizer,
+)
 
 tf, tf_keras, tfmot = import_qat_stack()
 
-_quantizers = tfmot.quantization.keras.quantizers
-_QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
-
-# TFLite's int8 LOGISTIC output: scale 1/256, zero point -128, i.e. the range [0, 255/256].
-SIGMOID_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
-
-# Kinds of quantization point: what the point is outside QAT, and how it is quantized under QAT.
-LINEAR = "linear"  # identity; fake-quant of the tensor (moving-average range)
-SIGMOID = "sigmoid"  # sigmoid; fake-quant of its input (moving-average range), as tfmot does
-GATE = "gate"  # identity on a sigmoid's output; fixed fake-quant to TFLite's LOGISTIC range
-
-
-def _conv_initializer():
-    return tf_keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_out", distribution="untruncated_normal"
-    )
-
-
-def _check_channels_last(layer_name: str, data_format: str | None) -> str:
-    if data_format not in (None, "channels_last"):
-        raise ValueError(
-            f"The tf_keras {layer_name} supports data_format='channels_last' only (tfmot and "
-            f"TFLite are NHWC), got {data_format!r}."
-        )
-    return "channels_last"
-
-
-def _hard_swish(x):
-    """``x * relu6(x + 3) / 6``: Keras 3's ``ops.hard_silu``; TFLite fuses it to HARD_SWISH."""
-    return x * (tf.nn.relu6(x + 3.0) / 6.0)
-
-
-def _channels(layer_name: str, input_shape) -> int:
-    shape = tf.TensorShape(input_shape)
-    if shape.rank != 4 or shape[-1] is None:
-        raise ValueError(
-            f"{layer_name} expects a 4-D input (batch, height, width, channels) with a known "
-            f"channel count, got {shape}."
-        )
-    return int(shape[-1])
-
-
-class _QuantPointsLayer(tf_keras.layers.Layer):
-    """Base of the twins: named quantization points and the kernels QAT quantizes.
-
-    Subclasses set ``QUANT_POINTS`` (point name -> ``LINEAR`` | ``SIGMOID`` | ``GATE``) and list
-    their quantized conv sublayers in ``_quantized_convs()``. ``call`` passes every intermediate
-    tensor through ``self.<point>``.
-    """
-
-    QUANT_POINTS: dict[str, str] = {}
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.reset_quant_points()
-
-    def reset_quant_points(self) -> None:
-        """Makes every quantization point its float function again (identity or sigmoid)."""
-        for point, kind in self.QUANT_POINTS.items():
-            setattr(self, point, self.float_point(kind))
-
-    @staticmethod
-    def float_point(kind: str):
-        """The float function of a quantization point of ``kind``."""
-        return tf_keras.activations.sigmoid if kind == SIGMOID else tf_keras.activations.linear
-
-    def _quantized_convs(self) -> list:
-        """The conv sublayers whose kernels QAT fake-quantizes."""
-        raise NotImplementedError
-
-    def _weight_sublayers(self) -> list:
-        """Every sublayer holding weights, in creation order."""
-        raise NotImplementedError
-
-    def _conv(self, filters: int, kernel_size: int, name: str, use_bias: bool = True, **kwargs):
-        return tf_keras.layers.Conv2D(
-            filters, kernel_size, use_bias=use_bias, kernel_initializer=_conv_initializer(),
-            name=name, dtype=self.dtype, **kwargs,
-        )
-
-    @staticmethod
-    def _build_sublayer(layer, input_shape) -> None:
-        # Under the sublayer's name scope, so its variables are "<layer>/<sublayer>/kernel"
-        # (unique, as h5 saving needs) rather than three "<layer>/kernel".
-        with tf.name_scope(layer.name):
-            layer.build(input_shape)
-
-    def compute_output_shape(self, input_shape):
-        return tf.TensorShape(input_shape)
-
-
-def _plain_python(method):
-    """Keeps tf_keras / tf.function from AutoGraph-converting ``method``.
-
-    Its branches are on Python values (tensor ``training`` goes through ``tf.cond``), so
-    conversion adds nothing; and AutoGraph's rewrite of the closures in ``gates`` was seen to
-    hand ``_joint_transform`` a Python bool instead of a tensor while tfmot rebuilt a model.
-    """
-    return tf.autograph.experimental.do_not_convert(method)
-
-
-def _smart_cond(training, true_fn, false_fn):
-    """``true_fn()`` when training, for a Python bool, None (-> False) or a boolean tensor."""
-    if training is None or isinstance(training, (bool, int)):
-        return true_fn() if training else false_fn()
-    return tf.cond(tf.cast(training, tf.bool), true_fn, false_fn)
+__all__ = [
+    "ATTENTION_LAYERS", "CBAM", "GATE", "LINEAR", "SIGMOID", "SIGMOID_OUTPUT_RANGE",
+    "ActivationQuantizer", "AttentionQuantizeConfig", "CoordAttention", "KernelQuantizer",
+    "OutputQuantizeConfig", "PassThroughQuantizer", "SigmoidOutputQuantizer", "SqueezeExcite",
+    "custom_objects",
+]
 
 
 @tf_keras.saving.register_keras_serializable(package="keras_coordatt")
@@ -148,6 +68,7 @@ class CoordAttention(_QuantPointsLayer):
     ``N x (H + W)`` positions together, like the paper's code.
     """
 
+    SPEC = COORD_ATTENTION
     QUANT_POINTS = {
         "pool_h_q": LINEAR,  # mean over W, (N, H, 1, C)
         "pool_w_q": LINEAR,  # mean over H, (N, 1, W, C)
@@ -159,46 +80,6 @@ class CoordAttention(_QuantPointsLayer):
         "gate_w_out_q": GATE,
         "mul_q": LINEAR,  # x * a_w (the layer output x * a_w * a_h is the output quantizer's)
     }
-
-    def __init__(
-        self,
-        reduction: int = 32,
-        min_channels: int = 8,
-        directions: str = "hw",
-        data_format: str | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.min_channels = check_positive_int("min_channels", min_channels)
-        self.directions = check_directions(directions)
-        self.data_format = _check_channels_last("CoordAttention", data_format)
-
-    def build(self, input_shape):
-        channels = _channels("CoordAttention", input_shape)
-        self.channels = channels
-        self.mip = hidden_width(channels, self.reduction, self.min_channels)
-        shape = tf.TensorShape(input_shape)
-        pooled = [shape[0], shape[1], 1, channels]
-        self.conv1 = self._conv(self.mip, 1, "conv1")
-        self._build_sublayer(self.conv1, pooled)
-        self.bn1 = tf_keras.layers.BatchNormalization(
-            axis=-1, epsilon=1e-5, momentum=0.9, name="bn1", dtype=self.dtype
-        )
-        reduced = [shape[0], shape[1], 1, self.mip]
-        self._build_sublayer(self.bn1, reduced)
-        self.conv_h = self._conv(channels, 1, "conv_h") if "h" in self.directions else None
-        self.conv_w = self._conv(channels, 1, "conv_w") if "w" in self.directions else None
-        for conv in (self.conv_h, self.conv_w):
-            if conv is not None:
-                self._build_sublayer(conv, reduced)
-        super().build(input_shape)
-
-    def _quantized_convs(self) -> list:
-        return [conv for conv in (self.conv1, self.conv_h, self.conv_w) if conv is not None]
-
-    def _weight_sublayers(self) -> list:
-        return [sub for sub in (self.conv1, self.bn1, self.conv_h, self.conv_w) if sub is not None]
 
     def _transform(self, y, training):
         y = self.bn_q(self.bn1(y, training=training))
@@ -238,58 +119,18 @@ class CoordAttention(_QuantPointsLayer):
             return self.mul_q(inputs * a_w) * a_h
         return inputs * (a_h if a_h is not None else a_w)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "min_channels": self.min_channels,
-                "directions": self.directions,
-                "data_format": self.data_format,
-            }
-        )
-        return config
-
 
 @tf_keras.saving.register_keras_serializable(package="keras_coordatt")
 class SqueezeExcite(_QuantPointsLayer):
     """tf_keras Squeeze-and-Excitation, the twin of ``keras_coordatt.SqueezeExcite`` (NHWC)."""
 
+    SPEC = SQUEEZE_EXCITE
     QUANT_POINTS = {
         "pool_q": LINEAR,  # mean over H, W
         "reduce_q": LINEAR,  # relu(conv_reduce(.)) (one CONV_2D with fused ReLU)
         "gate_q": SIGMOID,  # conv_expand output, then the sigmoid
         "gate_out_q": GATE,
     }
-
-    def __init__(
-        self,
-        reduction: int = 16,
-        min_channels: int = 8,
-        data_format: str | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.min_channels = check_positive_int("min_channels", min_channels)
-        self.data_format = _check_channels_last("SqueezeExcite", data_format)
-
-    def build(self, input_shape):
-        channels = _channels("SqueezeExcite", input_shape)
-        self.channels = channels
-        self.hidden = hidden_width(channels, self.reduction, self.min_channels)
-        batch = tf.TensorShape(input_shape)[0]
-        self.conv_reduce = self._conv(self.hidden, 1, "conv_reduce")
-        self._build_sublayer(self.conv_reduce, [batch, 1, 1, channels])
-        self.conv_expand = self._conv(channels, 1, "conv_expand")
-        self._build_sublayer(self.conv_expand, [batch, 1, 1, self.hidden])
-        super().build(input_shape)
-
-    def _quantized_convs(self) -> list:
-        return [self.conv_reduce, self.conv_expand]
-
-    def _weight_sublayers(self) -> list:
-        return [self.conv_reduce, self.conv_expand]
 
     @_plain_python
     def gates(self, inputs):
@@ -301,22 +142,12 @@ class SqueezeExcite(_QuantPointsLayer):
     def call(self, inputs):
         return inputs * self.gates(inputs)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "min_channels": self.min_channels,
-                "data_format": self.data_format,
-            }
-        )
-        return config
-
 
 @tf_keras.saving.register_keras_serializable(package="keras_coordatt")
 class CBAM(_QuantPointsLayer):
     """tf_keras CBAM, the twin of ``keras_coordatt.CBAM`` (NHWC)."""
 
+    SPEC = CBAM_SPEC
     QUANT_POINTS = {
         "avg_q": LINEAR,  # mean over H, W
         "max_q": LINEAR,  # max over H, W
@@ -333,45 +164,6 @@ class CBAM(_QuantPointsLayer):
         "gate_s_q": SIGMOID,  # spatial_conv -> spatial_bn (one CONV_2D), then the sigmoid
         "gate_s_out_q": GATE,
     }
-
-    def __init__(
-        self,
-        reduction: int = 16,
-        min_channels: int = 8,
-        spatial_kernel_size: int = 7,
-        data_format: str | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.reduction = check_positive_int("reduction", reduction)
-        self.min_channels = check_positive_int("min_channels", min_channels)
-        self.spatial_kernel_size = check_odd_kernel_size("spatial_kernel_size", spatial_kernel_size)
-        self.data_format = _check_channels_last("CBAM", data_format)
-
-    def build(self, input_shape):
-        channels = _channels("CBAM", input_shape)
-        self.channels = channels
-        self.hidden = hidden_width(channels, self.reduction, self.min_channels)
-        shape = tf.TensorShape(input_shape)
-        self.mlp_reduce = self._conv(self.hidden, 1, "mlp_reduce")
-        self._build_sublayer(self.mlp_reduce, [shape[0], 1, 1, channels])
-        self.mlp_expand = self._conv(channels, 1, "mlp_expand")
-        self._build_sublayer(self.mlp_expand, [shape[0], 1, 1, self.hidden])
-        self.spatial_conv = self._conv(
-            1, self.spatial_kernel_size, "spatial_conv", use_bias=False, padding="same"
-        )
-        self._build_sublayer(self.spatial_conv, [shape[0], shape[1], shape[2], 2])
-        self.spatial_bn = tf_keras.layers.BatchNormalization(
-            axis=-1, epsilon=1e-5, momentum=0.99, name="spatial_bn", dtype=self.dtype
-        )
-        self._build_sublayer(self.spatial_bn, [shape[0], shape[1], shape[2], 1])
-        super().build(input_shape)
-
-    def _quantized_convs(self) -> list:
-        return [self.mlp_reduce, self.mlp_expand, self.spatial_conv]
-
-    def _weight_sublayers(self) -> list:
-        return [self.mlp_reduce, self.mlp_expand, self.spatial_conv, self.spatial_bn]
 
     def _forward(self, inputs, training):
         avg = self.avg_q(tf.reduce_mean(inputs, axis=[1, 2], keepdims=True))
@@ -406,201 +198,8 @@ class CBAM(_QuantPointsLayer):
         _, spatial_gate, refined = self._forward(inputs, training)
         return refined * spatial_gate
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "reduction": self.reduction,
-                "min_channels": self.min_channels,
-                "spatial_kernel_size": self.spatial_kernel_size,
-                "data_format": self.data_format,
-            }
-        )
-        return config
-
 
 ATTENTION_LAYERS = (CoordAttention, SqueezeExcite, CBAM)
-
-
-# --------------------------------------------------------------------------------------------
-# Quantizers and QuantizeConfigs
-# --------------------------------------------------------------------------------------------
-
-
-@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
-class KernelQuantizer(_quantizers.LastValueQuantizer):
-    """8-bit per-output-channel symmetric kernel quantizer (tfmot's default for Conv2D).
-
-    ``tag`` prefixes the range variables, so several kernels of one layer get distinct names.
-    """
-
-    def __init__(self, tag: str = "kernel"):
-        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
-        self.tag = tag
-
-    def build(self, tensor_shape, name, layer):
-        ranges = {}
-        for key, start in (("min_var", -6.0), ("max_var", 6.0)):
-            ranges[key] = layer.add_weight(
-                f"{self.tag}_{name}_{key[:3]}",
-                shape=(tensor_shape[-1],),
-                initializer=tf_keras.initializers.Constant(start),
-                trainable=False,
-            )
-        return ranges
-
-    def get_config(self):
-        return {"tag": self.tag}
-
-
-@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
-class ActivationQuantizer(_quantizers.MovingAverageQuantizer):
-    """8-bit asymmetric per-tensor quantizer with a moving-average range (tfmot's default).
-
-    ``tag`` names the range variables (``<tag>_min``, ``<tag>_max``).
-    """
-
-    def __init__(self, tag: str = "activation"):
-        super().__init__(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
-        self.tag = tag
-
-    def build(self, tensor_shape, name, layer):
-        return {
-            key: layer.add_weight(
-                f"{self.tag}_{key[:3]}",
-                initializer=tf_keras.initializers.Constant(start),
-                trainable=False,
-            )
-            for key, start in (("min_var", -6.0), ("max_var", 6.0))
-        }
-
-    def get_config(self):
-        return {"tag": self.tag}
-
-
-@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
-class PassThroughQuantizer(_quantizers.Quantizer):
-    """Leaves a weight as it is (biases and BN parameters of the attention layers)."""
-
-    def build(self, tensor_shape, name, layer):
-        return {}
-
-    def __call__(self, inputs, training, weights, **kwargs):
-        return inputs
-
-    def get_config(self):
-        return {}
-
-
-@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
-class SigmoidOutputQuantizer(_quantizers.Quantizer):
-    """Fixed fake-quant of a sigmoid's output to TFLite's int8 LOGISTIC range [0, 255/256]."""
-
-    def build(self, tensor_shape, name, layer):
-        return {}
-
-    def __call__(self, inputs, training, weights, **kwargs):
-        low, high = SIGMOID_OUTPUT_RANGE
-        return tf.quantization.fake_quant_with_min_max_args(
-            inputs, min=low, max=high, num_bits=8, narrow_range=False
-        )
-
-    def get_config(self):
-        return {}
-
-
-@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
-class AttentionQuantizeConfig(_QuantizeConfig):
-    """QuantizeConfig for the tf_keras CoordAttention, SqueezeExcite and CBAM layers.
-
-    Kernels: per-channel symmetric 8-bit. Every quantization point of the layer (every tensor
-    the int8 TFLite block materialises) gets an 8-bit moving-average fake-quant; sigmoid gates
-    are quantized at their input (like tfmot's ``Activation('sigmoid')``) and at their output
-    to TFLite's fixed LOGISTIC range; the layer output gets an 8-bit moving-average fake-quant.
-    The converted block is all int8.
-    """
-
-    def _slots(self) -> dict:
-        if not hasattr(self, "_weight_slots"):
-            self._weight_slots = {}
-        return self._weight_slots
-
-    def _convs(self, layer):
-        if not isinstance(layer, _QuantPointsLayer):
-            raise ValueError(
-                f"AttentionQuantizeConfig quantizes the tf_keras CoordAttention, SqueezeExcite "
-                f"and CBAM layers of keras_coordatt.quantization, got {type(layer).__name__}."
-            )
-        return layer._quantized_convs()
-
-    def get_weights_and_quantizers(self, layer):
-        # Every trainable variable in creation order (kernels with the 8-bit per-channel
-        # quantizer, biases and BN parameters with a pass-through one). QuantizeWrapperV2 puts
-        # the returned weights first in its `trainable_weights`; returning only the kernels
-        # would reorder the weights of a layer with several kernels and break h5 save / load.
-        # Called once, when the wrapper is built: the (conv, variable) slots are kept (here, not
-        # on the tracked layer), because assigning the fake-quantized kernel replaces
-        # `conv.kernel`.
-        kernels = {id(conv.kernel): conv for conv in self._convs(layer)}
-        slots = [
-            (kernels.get(id(variable)), variable)
-            for sublayer in layer._weight_sublayers()
-            for variable in sublayer.weights
-            if variable.trainable
-        ]
-        self._slots()[id(layer)] = slots
-        return [
-            (variable, KernelQuantizer(conv.name) if conv is not None else PassThroughQuantizer())
-            for conv, variable in slots
-        ]
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        slots = self._slots()[id(layer)]
-        for (conv, _), weight in zip(slots, quantize_weights, strict=True):
-            if conv is not None:
-                conv.kernel = weight
-
-    def get_activations_and_quantizers(self, layer):
-        self._convs(layer)
-        pairs = []
-        for point, kind in layer.QUANT_POINTS.items():
-            quantizer = SigmoidOutputQuantizer() if kind == GATE else ActivationQuantizer(point)
-            pairs.append((layer.float_point(kind), quantizer))
-        return pairs
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        for point, activation in zip(layer.QUANT_POINTS, quantize_activations, strict=True):
-            setattr(layer, point, activation)
-
-    def get_output_quantizers(self, layer):
-        return [ActivationQuantizer("output")]
-
-    def get_config(self):
-        return {}
-
-
-@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
-class OutputQuantizeConfig(_QuantizeConfig):
-    """Quantizes only a layer's output (8-bit, moving average): for ``Multiply``, which tfmot's
-    default registry does not know (tfmot#733)."""
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return [ActivationQuantizer("output")]
-
-    def get_config(self):
-        return {}
 
 
 def custom_objects() -> dict:

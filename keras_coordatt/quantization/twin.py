@@ -62,23 +62,12 @@ _TF_KERAS_ACTIVATIONS = frozenset(
      "softplus", "softsign", "exponential"}
 )
 
-# Keras 3 attention class -> (tf_keras twin, constructor arguments, sublayers holding weights).
-_ATTENTION: dict[type, tuple[type, tuple[str, ...], tuple[str, ...]]] = {
-    CoordAttention: (
-        tf_keras_layers.CoordAttention,
-        ("reduction", "min_channels", "directions", "data_format"),
-        ("conv1", "bn1", "conv_h", "conv_w"),
-    ),
-    SqueezeExcite: (
-        tf_keras_layers.SqueezeExcite,
-        ("reduction", "min_channels", "data_format"),
-        ("conv_reduce", "conv_expand"),
-    ),
-    CBAM: (
-        tf_keras_layers.CBAM,
-        ("reduction", "min_channels", "spatial_kernel_size", "data_format"),
-        ("mlp_reduce", "mlp_expand", "spatial_conv", "spatial_bn"),
-    ),
+# Keras 3 attention class -> its tf_keras twin; both read their arguments and weight-holding
+# sub-layers from the same AttentionSpec (``cls.SPEC``, keras_coordatt.layers.specs).
+_ATTENTION: dict[type, type] = {
+    CoordAttention: tf_keras_layers.CoordAttention,
+    SqueezeExcite: tf_keras_layers.SqueezeExcite,
+    CBAM: tf_keras_layers.CBAM,
 }
 
 SUPPORTED_LAYERS = tuple(
@@ -127,9 +116,9 @@ def _tf_keras_layer(layer: keras.layers.Layer):
         raise _unsupported(layer, f"dtype policy {policy.name!r} (QAT works in float32)")
     cls = type(layer)
     if cls in _ATTENTION:
-        twin_cls, arg_names, _ = _ATTENTION[cls]
         config = layer.get_config()
-        return twin_cls(name=layer.name, **{key: config[key] for key in arg_names})
+        arguments = {key: config[key] for key in cls.SPEC.argument_names}
+        return _ATTENTION[cls](name=layer.name, **arguments)
     name = cls.__name__
     if name not in _BUILTIN_KEYS or cls is not getattr(keras.layers, name, None):
         raise _unsupported(layer)
@@ -154,7 +143,7 @@ def _tf_keras_layer(layer: keras.layers.Layer):
 def _copy_weights(source: keras.layers.Layer, target) -> None:
     cls = type(source)
     if cls in _ATTENTION:
-        for sublayer in _ATTENTION[cls][2]:
+        for sublayer in cls.SPEC.sublayer_names:
             if getattr(source, sublayer, None) is not None:
                 getattr(target, sublayer).set_weights(getattr(source, sublayer).get_weights())
         target.trainable = source.trainable

@@ -35,27 +35,16 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from keras_coordatt.layers.specs import ATTENTION_SPECS, COORD_ATTENTION
+
 _GROUP = re.compile(r"^(stem|head|block(\d+))_")
 _MAX_LISTED = 25
 
-#: Sub-module names inside attention layers: Keras sublayer -> accepted upstream names.
+#: Sub-module names inside attention layers: Keras sublayer -> accepted upstream names
+#: (from the layers' descriptions in keras_coordatt.layers.specs).
 _ATTENTION_SUBMODULES = {
-    "CoordAttention": (
-        ("conv1", ("conv1",)),
-        ("bn1", ("bn1",)),
-        ("conv_h", ("conv_h", "conv2")),
-        ("conv_w", ("conv_w", "conv3")),
-    ),
-    "SqueezeExcite": (
-        ("conv_reduce", ("conv_reduce", "fc1")),
-        ("conv_expand", ("conv_expand", "fc2")),
-    ),
-    "CBAM": (
-        ("mlp_reduce", ("mlp_reduce",)),
-        ("mlp_expand", ("mlp_expand",)),
-        ("spatial_conv", ("spatial_conv",)),
-        ("spatial_bn", ("spatial_bn",)),
-    ),
+    class_name: tuple((sub.name, sub.torch_names) for sub in spec.sublayers)
+    for class_name, spec in ATTENTION_SPECS.items()
 }
 
 
@@ -254,7 +243,10 @@ def _listing(title: str, items: list[str]) -> str:
     return f"  {title} ({len(items)}):\n    " + "\n    ".join(shown) + more
 
 
-_CA_KEY = re.compile(r"\.(conv1|bn1|conv_h|conv_w|conv2|conv3)\.")
+_CA_KEY = re.compile(
+    r"\.(" + "|".join(name for sub in COORD_ATTENTION.sublayers for name in sub.torch_names)
+    + r")\."
+)
 
 
 def _hint(entries: list[_Entry], arrays: dict, unused: list[str]) -> str:
@@ -308,39 +300,17 @@ def load_torch_state_dict(
     """
     arrays = _strip_prefix(state_dict)
     entries, optional, classifier = torch_layout(model, arrays.keys())
-    has_top = bool(classifier)
-    errors = []
     skipped: list[str] = []
-    if has_top:
-        dense_weight = classifier[0]
-        found = arrays.get(dense_weight.key)
-        if found is not None and found.ndim == 2 and found.shape[0] != dense_weight.torch_shape[0]:
-            raise ValueError(
-                f"The checkpoint's classifier has {found.shape[0]} classes but the model has "
-                f"{dense_weight.torch_shape[0]} (`{dense_weight.key}` has shape "
-                f"{tuple(found.shape)}). Build the model with classes={found.shape[0]}, or with "
-                "include_top=False to leave the classifier out."
-            )
+    if classifier:
+        _check_classes(classifier[0], arrays)
         entries = entries + classifier
     else:
         skipped = sorted(k for k in arrays if k == "classifier" or k.startswith("classifier."))
 
-    missing, mismatched, assignments = [], [], []
-    for entry in entries:
-        value = arrays.get(entry.key)
-        if value is None:
-            missing.append(entry.key)
-            continue
-        if tuple(value.shape) != entry.torch_shape:
-            mismatched.append(
-                f"{entry.key}: checkpoint {tuple(value.shape)}, model expects "
-                f"{entry.torch_shape} (Keras layer {entry.layer})"
-            )
-            continue
-        assignments.append((entry, value))
+    missing, mismatched, assignments = _match(entries, arrays)
     used = {entry.key for entry in entries} | set(optional) | set(skipped)
     unused = [k for k in arrays if k not in used]
-
+    errors = []
     if mismatched:
         errors.append(_listing("shape mismatches", mismatched))
     if strict and missing:
@@ -366,6 +336,35 @@ def load_torch_state_dict(
         unused=unused,
         skipped=skipped,
     )
+
+
+def _check_classes(dense_weight: _Entry, arrays: dict) -> None:
+    """Raises when the checkpoint's classifier has another class count than the model's."""
+    found = arrays.get(dense_weight.key)
+    if found is not None and found.ndim == 2 and found.shape[0] != dense_weight.torch_shape[0]:
+        raise ValueError(
+            f"The checkpoint's classifier has {found.shape[0]} classes but the model has "
+            f"{dense_weight.torch_shape[0]} (`{dense_weight.key}` has shape "
+            f"{tuple(found.shape)}). Build the model with classes={found.shape[0]}, or with "
+            "include_top=False to leave the classifier out."
+        )
+
+
+def _match(entries: list[_Entry], arrays: dict):
+    """``(missing keys, shape mismatch lines, [(entry, array)] to assign)``."""
+    missing, mismatched, assignments = [], [], []
+    for entry in entries:
+        value = arrays.get(entry.key)
+        if value is None:
+            missing.append(entry.key)
+        elif tuple(value.shape) != entry.torch_shape:
+            mismatched.append(
+                f"{entry.key}: checkpoint {tuple(value.shape)}, model expects "
+                f"{entry.torch_shape} (Keras layer {entry.layer})"
+            )
+        else:
+            assignments.append((entry, value))
+    return missing, mismatched, assignments
 
 
 def torch_key_map(model: keras.Model, state_keys=()) -> list[tuple[str, tuple, str]]:
