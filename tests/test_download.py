@@ -10,10 +10,15 @@ import collections
 import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import threading
+import time
 import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -46,7 +51,8 @@ MIRROR_PATH = f"/{MIRROR_REPO}/{MIRROR_COMMIT}/{FIXTURE_NAME}"
 
 @pytest.fixture
 def server(monkeypatch):
-    """A local HTTP server: ``routes[path] = bytes`` or ``(bytes, declared_length)``."""
+    """A local HTTP server: ``routes[path] = bytes``, ``(bytes, declared_length)`` or
+    ``(bytes, declared_length, event)`` (sends ``bytes``, then stalls until ``event`` is set)."""
     routes: dict[str, object] = {}
     hits: collections.Counter = collections.Counter()
 
@@ -58,12 +64,17 @@ def server(monkeypatch):
             if route is None:
                 self.send_error(404, "Not Found")
                 return
-            body, declared = route if isinstance(route, tuple) else (route, len(route))
+            if not isinstance(route, tuple):
+                route = (route, len(route))
+            body, declared, *stall = route
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(declared))
             self.end_headers()
             self.wfile.write(body)
+            if stall:  # a slow server: hold the connection open until the test releases it
+                self.wfile.flush()
+                stall[0].wait(timeout=30)
 
         def log_message(self, *args):
             pass
@@ -283,6 +294,72 @@ def test_connection_refused_is_a_clear_error(cache):
     with pytest.raises(DownloadError, match="Could not download weights 'test_refused'"):
         download_checkpoint(preset)
     assert _cache_files(cache) == []
+
+
+def test_stale_partial_files_are_discarded_not_read(server, cache, fixture_bytes,
+                                                    preset_factory):
+    """Leftovers of a killed download (this version's and the older per-process names)."""
+    preset = preset_factory("test_stale_part", "/stale.pth", fixture_bytes)
+    datadir = cache / "keras_coordatt"
+    datadir.mkdir()
+    garbage = b"\x80\x02garbage that is no checkpoint" * 100
+    (datadir / f".{preset.cache_file_name}.part").write_bytes(garbage)
+    (datadir / f".{preset.cache_file_name}.0123456789abcdef.part").write_bytes(garbage)
+    path = download_checkpoint(preset)
+    assert path == str(datadir / preset.cache_file_name)
+    assert git_blob_id(path) == preset.git_blob
+    assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
+
+
+_KILLED_DOWNLOAD = """
+import sys
+from keras_coordatt.weights import Preset, download_checkpoint
+preset = Preset(name="test_killed", family="mobilenet_v2", alpha=0.5, url=sys.argv[1],
+                git_blob=sys.argv[2])
+download_checkpoint(preset, cache_dir=sys.argv[3])
+raise SystemExit("the download finished although the server stalls")
+"""
+
+
+def test_killed_download_is_discarded_by_the_next_one(server, cache, fixture_bytes, tmp_path):
+    """SIGKILL a process mid-transfer from a stalling server; the next download starts clean."""
+    stall = threading.Event()
+    half = len(fixture_bytes) // 2
+    server.routes["/w.pth"] = (fixture_bytes[:half], len(fixture_bytes), stall)
+    blob = git_blob_id_of(fixture_bytes)
+    env = dict(os.environ, KERAS_BACKEND="numpy",  # the fastest keras import
+               KERAS_HOME=str(tmp_path / "child_home"),  # where keras writes its keras.json
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent.parent),
+                                           os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "child.log"
+    with log.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_DOWNLOAD, server.url + "/w.pth", blob, str(cache)],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    datadir = cache / "keras_coordatt"
+    preset = Preset(name="test_killed", family="mobilenet_v2", alpha=0.5,
+                    url=server.url + "/w.pth", git_blob=blob)
+    part = datadir / f".{preset.cache_file_name}.part"
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= half - (1 << 16)):  # buffered
+            assert child.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the child never wrote its partial file"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        stall.set()
+    assert child.returncode == -signal.SIGKILL
+    assert _cache_files(cache) == [f"keras_coordatt/.{preset.cache_file_name}.part"]
+
+    server.routes["/w.pth"] = fixture_bytes  # the server is fast again
+    path = download_checkpoint(preset, cache_dir=str(cache))
+    assert git_blob_id(path) == blob
+    assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
 
 
 # ------------------------------------------------------------------------------------------
