@@ -1,5 +1,5 @@
 """The keras.applications-style builders: block plans, parameter / MAdds counts against the
-PyTorch originals (ARCHITECTURE.md), shapes at any input size, top options, layer names,
+PyTorch originals (docs/reference_networks.md), shapes at any input size, top options, layer names,
 serialization, the feature pyramid, ImageNet utilities and argument errors."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def tiny_input(height=ODD[0], width=ODD[1], batch=1, seed=0):
 # ----------------------------------------------------------------------------------------------
 # parameter counts: PyTorch's sum(p.numel() for p in parameters()) of the originals
 
-# ARCHITECTURE.md §b.2 (d-li14 MobileNetV2 and MBV2_CA, every upstream width).
+# docs/reference_networks.md §b.2 (d-li14 MobileNetV2 and MBV2_CA, every upstream width).
 MBV2_PARAMS = {
     0.1: (1_356_696, 1_378_920),
     0.25: (1_519_112, 1_566_920),
@@ -55,8 +55,8 @@ MBV2_PARAMS = {
     1.0: (3_504_872, 3_950_648),
     1.4: (6_108_776, 6_958_700),
 }
-# Official i2rnetv3: 0.35 / 0.5 / 1.0 from ARCHITECTURE.md §d; the others measured on the same
-# PyTorch code (0.75 -> 2.77 M, 1.4 -> 6.13 M in ARCHITECTURE.md).
+# Official i2rnetv3: 0.35 / 0.5 / 1.0 from docs/reference_networks.md §d; the others measured on
+# the same PyTorch code (0.75 -> 2.77 M, 1.4 -> 6.13 M in docs/reference_networks.md §d.3).
 MOBILENEXT_PARAMS = {
     0.1: 1_627_316,
     0.25: 1_764_336,

@@ -131,7 +131,8 @@ def test_mip(channels, reduction, min_channels, expected_mip):
     layer.build((None, 5, 5, channels))
     assert layer.mip == expected_mip
     assert tuple(layer.conv1.kernel.shape) == (1, 1, channels, expected_mip)
-    params = 3 * channels * expected_mip + 3 * expected_mip + 2 * channels  # ARCHITECTURE.md a.1
+    # docs/reference_networks.md §a.1
+    params = 3 * channels * expected_mip + 3 * expected_mip + 2 * channels
     trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
     assert trainable == params
 
