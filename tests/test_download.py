@@ -18,7 +18,6 @@ import time
 import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import SimpleNamespace
 
 import keras
@@ -38,6 +37,8 @@ from keras_coordatt.weights import (
 )
 from keras_coordatt.weights import loading as loading_module
 from keras_coordatt.weights.torch_checkpoint import UnsafeCheckpointError
+
+from helpers import CHECKPOINTS_DIR, FIXTURES_DIR, ROOT
 
 FIXTURE_NAME = "mbv2_ca_w0.5.pth"
 MIRROR_REPO = "fixtures/coordatt"
@@ -112,8 +113,8 @@ def _cache_files(root) -> list[str]:
 
 
 @pytest.fixture
-def fixture_bytes(data_dir) -> bytes:
-    return (data_dir / "checkpoints" / FIXTURE_NAME).read_bytes()
+def fixture_bytes() -> bytes:
+    return (CHECKPOINTS_DIR / FIXTURE_NAME).read_bytes()
 
 
 @pytest.fixture
@@ -144,11 +145,10 @@ def git_blob_id_of(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def expected(request):
-    base = request.config.rootpath / "tests" / "data" / "fixtures"
+def expected():
     return SimpleNamespace(
-        images=np.load(base / "input_img_2x224x224x3_nhwc.npy"),
-        logits=np.load(base / "mbv2_ca_w0.5_logits.npy"),
+        images=np.load(FIXTURES_DIR / "input_img_2x224x224x3_nhwc.npy"),
+        logits=np.load(FIXTURES_DIR / "mbv2_ca_w0.5_logits.npy"),
     )
 
 
@@ -174,8 +174,7 @@ def test_download_convert_cache_and_reuse(server, cache, fixture_bytes, expected
         "test_mbv2_ca_050", MIRROR_PATH, fixture_bytes, url=None, repo=MIRROR_REPO,
         commit=MIRROR_COMMIT, path=FIXTURE_NAME, imagenet_default=True,
     )
-    assert git_blob_id(os.path.join(os.path.dirname(__file__), "data", "checkpoints",
-                                    FIXTURE_NAME)) == preset.git_blob
+    assert git_blob_id(CHECKPOINTS_DIR / FIXTURE_NAME) == preset.git_blob
 
     model = _build("test_mbv2_ca_050")
     np.testing.assert_allclose(model.predict_on_batch(expected.images), expected.logits,
@@ -233,10 +232,9 @@ def test_corrupt_caches_are_rebuilt_never_loaded(server, cache, fixture_bytes, e
     assert git_blob_id(checkpoint) == preset.git_blob
 
 
-def test_checkpoint_that_does_not_fit_writes_no_converted_file(server, cache, data_dir,
-                                                              preset_factory):
+def test_checkpoint_that_does_not_fit_writes_no_converted_file(server, cache, preset_factory):
     # a readable, verified checkpoint of another network: the strict converter refuses it
-    data = (data_dir / "checkpoints" / "coordatt_c64_r32.pth").read_bytes()
+    data = (CHECKPOINTS_DIR / "coordatt_c64_r32.pth").read_bytes()
     preset = preset_factory("test_misfit", "/misfit.pth", data)
     with pytest.raises(ValueError, match="does not match Keras model"):
         load_preset_weights(_build(None), preset)
@@ -329,7 +327,7 @@ def test_killed_download_is_discarded_by_the_next_one(server, cache, fixture_byt
     blob = git_blob_id_of(fixture_bytes)
     env = dict(os.environ, KERAS_BACKEND="numpy",  # the fastest keras import
                KERAS_HOME=str(tmp_path / "child_home"),  # where keras writes its keras.json
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent.parent),
+               PYTHONPATH=os.pathsep.join([str(ROOT),
                                            os.environ.get("PYTHONPATH", "")]))
     log = tmp_path / "child.log"
     with log.open("w") as stderr:

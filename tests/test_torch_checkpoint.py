@@ -29,8 +29,10 @@ from keras_coordatt.weights.torch_checkpoint import (
     read_torch_pickle,
 )
 
-CHECKPOINTS = Path(__file__).parent / "data" / "checkpoints"
-PACKAGE_ROOT = Path(__file__).parent.parent / "keras_coordatt"
+from helpers import CHECKPOINTS_DIR, ROOT
+
+CHECKPOINTS = CHECKPOINTS_DIR
+PACKAGE_ROOT = ROOT / "keras_coordatt"
 
 FIXTURES = [
     ("coordatt_c64_r32.pth", "coordatt_c64_r32_keys.txt"),
