@@ -309,6 +309,29 @@ def test_stale_partial_files_are_discarded_not_read(server, cache, fixture_bytes
     assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
 
 
+def test_concurrent_downloads_of_one_file_fetch_it_once(server, cache, fixture_bytes,
+                                                        preset_factory):
+    """The partial file is locked: a second download waits, then reuses the verified file."""
+    preset = preset_factory("test_concurrent", "/concurrent.pth", fixture_bytes)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(download_checkpoint(preset))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(results) == 3
+    assert len(set(results)) == 1 and git_blob_id(results[0]) == preset.git_blob
+    assert server.hits["/concurrent.pth"] == 1
+    assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
+
+
 _KILLED_DOWNLOAD = """
 import sys
 from keras_coordatt.weights import Preset, download_checkpoint
