@@ -6,7 +6,7 @@ TFLite and QAT int8 TFLite top-1, model sizes, and LiteRT latency (batch 1, 2 th
 at the training resolution and, for the same weights, at 224x224 (the usual mobile input).
 
     python benchmarks/cifar10_quantization.py --data ../shared/data/cifar10/cifar10_jpeg.tar.gz \
-        --output benchmarks/results/cifar10-quantization.md
+        --output benchmarks/results/<date>-cifar10-quantization-<machine>.md
 
 Goals (issue "Quantization"): QAT int8 within 0.5 points of float top-1, PTQ int8 within 1.5
 points, int8 latency at most half of float.

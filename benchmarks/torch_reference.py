@@ -1,6 +1,6 @@
 """PyTorch reference networks for the benchmarks: MBV2_CA, d-li14 MobileNetV2, MobileNeXt.
 
-Written from ``docs/ARCHITECTURE.md`` (the facts read from the upstream code), not copied from
+Written from ``docs/reference_networks.md`` (the facts read from the upstream code), not copied from
 the upstream repositories. The module and state_dict layouts are the upstream ones, so the
 checkpoints / fixtures of the original code load with ``load_state_dict(strict=True)``:
 
@@ -226,7 +226,7 @@ I2RNET_CFG = (
 
 
 class I2RBlock(nn.Module):
-    """Sandglass block, cases A-D of ``ARCHITECTURE.md`` §d.3.
+    """Sandglass block, cases A-D of ``docs/reference_networks.md`` §d.3.
 
     With ``attention``, CA goes after the first dw's ReLU6 (A, D) or after the expanding 1x1
     conv's ReLU6 (B, C), as ``keras_coordatt.applications.MobileNeXtCA``.

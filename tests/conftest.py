@@ -1,4 +1,4 @@
-"""Shared test helpers: paths to the bundled test data."""
+"""Shared fixtures; plain helper functions and data paths live in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-DATA_DIR = Path(__file__).parent / "data"
+from helpers import DATA_DIR
+
+__all__ = ["DATA_DIR"]  # imported from here by older test modules
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ MBV2_PARAMS = {
     1.4: (6_108_776, 6_958_700),
 }
 # Official i2rnetv3: 0.35 / 0.5 / 1.0 from docs/reference_networks.md §d; the others measured on
-# the same PyTorch code (0.75 -> 2.77 M, 1.4 -> 6.13 M in docs/reference_networks.md).
+# the same PyTorch code (0.75 -> 2.77 M, 1.4 -> 6.13 M in docs/reference_networks.md §d.3).
 MOBILENEXT_PARAMS = {
     0.1: 1_627_316,
     0.25: 1_764_336,

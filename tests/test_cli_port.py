@@ -13,9 +13,11 @@ import pytest
 
 from keras_coordatt import cli
 
+from helpers import CHECKPOINTS_DIR, FIXTURES_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = ROOT / "tests" / "data" / "checkpoints"
-FIXTURES = ROOT / "tests" / "data" / "fixtures"
+CHECKPOINTS = CHECKPOINTS_DIR
+FIXTURES = FIXTURES_DIR
 MBV2_CA = CHECKPOINTS / "mbv2_ca_w0.5.pth"
 
 

@@ -10,7 +10,11 @@ import collections
 import json
 import os
 import pickle
+import signal
+import subprocess
+import sys
 import threading
+import time
 import urllib.parse
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +38,8 @@ from keras_coordatt.weights import (
 from keras_coordatt.weights import loading as loading_module
 from keras_coordatt.weights.torch_checkpoint import UnsafeCheckpointError
 
+from helpers import CHECKPOINTS_DIR, FIXTURES_DIR, ROOT
+
 FIXTURE_NAME = "mbv2_ca_w0.5.pth"
 MIRROR_REPO = "fixtures/coordatt"
 MIRROR_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -46,7 +52,8 @@ MIRROR_PATH = f"/{MIRROR_REPO}/{MIRROR_COMMIT}/{FIXTURE_NAME}"
 
 @pytest.fixture
 def server(monkeypatch):
-    """A local HTTP server: ``routes[path] = bytes`` or ``(bytes, declared_length)``."""
+    """A local HTTP server: ``routes[path] = bytes``, ``(bytes, declared_length)`` or
+    ``(bytes, declared_length, event)`` (sends ``bytes``, then stalls until ``event`` is set)."""
     routes: dict[str, object] = {}
     hits: collections.Counter = collections.Counter()
 
@@ -58,12 +65,17 @@ def server(monkeypatch):
             if route is None:
                 self.send_error(404, "Not Found")
                 return
-            body, declared = route if isinstance(route, tuple) else (route, len(route))
+            if not isinstance(route, tuple):
+                route = (route, len(route))
+            body, declared, *stall = route
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(declared))
             self.end_headers()
             self.wfile.write(body)
+            if stall:  # a slow server: hold the connection open until the test releases it
+                self.wfile.flush()
+                stall[0].wait(timeout=30)
 
         def log_message(self, *args):
             pass
@@ -101,8 +113,8 @@ def _cache_files(root) -> list[str]:
 
 
 @pytest.fixture
-def fixture_bytes(data_dir) -> bytes:
-    return (data_dir / "checkpoints" / FIXTURE_NAME).read_bytes()
+def fixture_bytes() -> bytes:
+    return (CHECKPOINTS_DIR / FIXTURE_NAME).read_bytes()
 
 
 @pytest.fixture
@@ -133,11 +145,10 @@ def git_blob_id_of(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def expected(request):
-    base = request.config.rootpath / "tests" / "data" / "fixtures"
+def expected():
     return SimpleNamespace(
-        images=np.load(base / "input_img_2x224x224x3_nhwc.npy"),
-        logits=np.load(base / "mbv2_ca_w0.5_logits.npy"),
+        images=np.load(FIXTURES_DIR / "input_img_2x224x224x3_nhwc.npy"),
+        logits=np.load(FIXTURES_DIR / "mbv2_ca_w0.5_logits.npy"),
     )
 
 
@@ -163,8 +174,7 @@ def test_download_convert_cache_and_reuse(server, cache, fixture_bytes, expected
         "test_mbv2_ca_050", MIRROR_PATH, fixture_bytes, url=None, repo=MIRROR_REPO,
         commit=MIRROR_COMMIT, path=FIXTURE_NAME, imagenet_default=True,
     )
-    assert git_blob_id(os.path.join(os.path.dirname(__file__), "data", "checkpoints",
-                                    FIXTURE_NAME)) == preset.git_blob
+    assert git_blob_id(CHECKPOINTS_DIR / FIXTURE_NAME) == preset.git_blob
 
     model = _build("test_mbv2_ca_050")
     np.testing.assert_allclose(model.predict_on_batch(expected.images), expected.logits,
@@ -222,10 +232,9 @@ def test_corrupt_caches_are_rebuilt_never_loaded(server, cache, fixture_bytes, e
     assert git_blob_id(checkpoint) == preset.git_blob
 
 
-def test_checkpoint_that_does_not_fit_writes_no_converted_file(server, cache, data_dir,
-                                                              preset_factory):
+def test_checkpoint_that_does_not_fit_writes_no_converted_file(server, cache, preset_factory):
     # a readable, verified checkpoint of another network: the strict converter refuses it
-    data = (data_dir / "checkpoints" / "coordatt_c64_r32.pth").read_bytes()
+    data = (CHECKPOINTS_DIR / "coordatt_c64_r32.pth").read_bytes()
     preset = preset_factory("test_misfit", "/misfit.pth", data)
     with pytest.raises(ValueError, match="does not match Keras model"):
         load_preset_weights(_build(None), preset)
@@ -283,6 +292,95 @@ def test_connection_refused_is_a_clear_error(cache):
     with pytest.raises(DownloadError, match="Could not download weights 'test_refused'"):
         download_checkpoint(preset)
     assert _cache_files(cache) == []
+
+
+def test_stale_partial_files_are_discarded_not_read(server, cache, fixture_bytes,
+                                                    preset_factory):
+    """Leftovers of a killed download (this version's and the older per-process names)."""
+    preset = preset_factory("test_stale_part", "/stale.pth", fixture_bytes)
+    datadir = cache / "keras_coordatt"
+    datadir.mkdir()
+    garbage = b"\x80\x02garbage that is no checkpoint" * 100
+    (datadir / f".{preset.cache_file_name}.part").write_bytes(garbage)
+    (datadir / f".{preset.cache_file_name}.0123456789abcdef.part").write_bytes(garbage)
+    path = download_checkpoint(preset)
+    assert path == str(datadir / preset.cache_file_name)
+    assert git_blob_id(path) == preset.git_blob
+    assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
+
+
+def test_concurrent_downloads_of_one_file_fetch_it_once(server, cache, fixture_bytes,
+                                                        preset_factory):
+    """The partial file is locked: a second download waits, then reuses the verified file."""
+    preset = preset_factory("test_concurrent", "/concurrent.pth", fixture_bytes)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(download_checkpoint(preset))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fetch) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(results) == 3
+    assert len(set(results)) == 1 and git_blob_id(results[0]) == preset.git_blob
+    assert server.hits["/concurrent.pth"] == 1
+    assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
+
+
+_KILLED_DOWNLOAD = """
+import sys
+from keras_coordatt.weights import Preset, download_checkpoint
+preset = Preset(name="test_killed", family="mobilenet_v2", alpha=0.5, url=sys.argv[1],
+                git_blob=sys.argv[2])
+download_checkpoint(preset, cache_dir=sys.argv[3])
+raise SystemExit("the download finished although the server stalls")
+"""
+
+
+def test_killed_download_is_discarded_by_the_next_one(server, cache, fixture_bytes, tmp_path):
+    """SIGKILL a process mid-transfer from a stalling server; the next download starts clean."""
+    stall = threading.Event()
+    half = len(fixture_bytes) // 2
+    server.routes["/w.pth"] = (fixture_bytes[:half], len(fixture_bytes), stall)
+    blob = git_blob_id_of(fixture_bytes)
+    env = dict(os.environ, KERAS_BACKEND="numpy",  # the fastest keras import
+               KERAS_HOME=str(tmp_path / "child_home"),  # where keras writes its keras.json
+               PYTHONPATH=os.pathsep.join([str(ROOT),
+                                           os.environ.get("PYTHONPATH", "")]))
+    log = tmp_path / "child.log"
+    with log.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_DOWNLOAD, server.url + "/w.pth", blob, str(cache)],
+            env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    datadir = cache / "keras_coordatt"
+    preset = Preset(name="test_killed", family="mobilenet_v2", alpha=0.5,
+                    url=server.url + "/w.pth", git_blob=blob)
+    part = datadir / f".{preset.cache_file_name}.part"
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= half - (1 << 16)):  # buffered
+            assert child.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the child never wrote its partial file"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        stall.set()
+    assert child.returncode == -signal.SIGKILL
+    assert _cache_files(cache) == [f"keras_coordatt/.{preset.cache_file_name}.part"]
+
+    server.routes["/w.pth"] = fixture_bytes  # the server is fast again
+    path = download_checkpoint(preset, cache_dir=str(cache))
+    assert git_blob_id(path) == blob
+    assert _cache_files(cache) == [f"keras_coordatt/{preset.cache_file_name}"]
 
 
 # ------------------------------------------------------------------------------------------

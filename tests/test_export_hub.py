@@ -36,12 +36,14 @@ from keras_coordatt.export.model_card import (
     resolve_weights_info,
 )
 
+from helpers import DATA_DIR, calibrate_batchnorm, cifar_files
+
 pytestmark = pytest.mark.hub
 
 hub = hub_export.import_tensorflow_hub()
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parent / "data"
+DATA = DATA_DIR
 SIZE = 96  # parity images
 TRAIN_SIZE = 64  # fine-tuning images
 ATOL = 1e-5
@@ -79,29 +81,10 @@ def imagenet_images() -> np.ndarray:
 def cifar_batch() -> tuple[np.ndarray, np.ndarray]:
     """8 real CIFAR-10 test images (2 per class of 4 classes), upscaled to 64, and labels."""
     images, labels = [], []
-    for label, name in enumerate(CIFAR_CLASSES):
-        for path in sorted((DATA / "cifar10_small" / "test" / name).glob("*.jpg"))[:2]:
-            images.append(_load_image(path, TRAIN_SIZE))
-            labels.append(label)
+    for path, label in cifar_files(CIFAR_CLASSES, per_class=2):
+        images.append(_load_image(path, TRAIN_SIZE))
+        labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.int32)
-
-
-def _calibrate_batch_norm(model, images: np.ndarray) -> None:
-    """Sets every BN's moving statistics to the batch statistics of ``images`` (one training
-    forward pass with momentum 0), so random-weight activations have realistic magnitudes."""
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    try:
-        model(applications.preprocess_input(255.0 * images), training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
 
 
 def _features(model, images: np.ndarray) -> np.ndarray:
@@ -151,7 +134,7 @@ def mbv2ca(cifar_batch):
     model = applications.MobileNetV2CA(
         input_shape=(None, None, 3), alpha=0.35, weights=None, classes=10
     )
-    _calibrate_batch_norm(model, cifar_batch[0])
+    calibrate_batchnorm(model, applications.preprocess_input(255.0 * cifar_batch[0]))
     return model
 
 
@@ -161,7 +144,8 @@ def mnextca(cifar_batch):
     model = applications.MobileNeXtCA(
         input_shape=(SIZE, SIZE, 3), alpha=0.35, weights=None, classes=10
     )
-    _calibrate_batch_norm(model, keras.ops.image.resize(cifar_batch[0], (SIZE, SIZE)).numpy())
+    images = keras.ops.image.resize(cifar_batch[0], (SIZE, SIZE)).numpy()
+    calibrate_batchnorm(model, applications.preprocess_input(255.0 * images))
     return model
 
 
@@ -364,7 +348,7 @@ def test_hub_keras_layer_frozen_by_default(loaded, cifar_batch):
 def test_freeze_batch_norm_and_regularization_losses(tmp_path, imagenet_images):
     keras.utils.set_random_seed(3)
     model = _tiny_model(regularize=True)
-    _calibrate_batch_norm(model, imagenet_images)
+    calibrate_batchnorm(model, applications.preprocess_input(255.0 * imagenet_images))
     free = export_hub(model, tmp_path / "free", "feature_vector")
     frozen = export_hub(model, tmp_path / "frozen", "feature_vector", freeze_batch_norm=True)
     assert model.get_layer("bn").trainable and model.get_layer("ca").bn1.trainable  # restored

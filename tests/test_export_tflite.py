@@ -24,9 +24,10 @@ from keras_coordatt.export import (  # noqa: E402
     inspect_tflite,
 )
 
+from helpers import calibrate_batchnorm, load_cifar
+
 pytestmark = pytest.mark.tflite
 
-CIFAR_DIR = Path(__file__).parent / "data" / "cifar10_small" / "test"
 SIZE = 64
 BUILDERS = ("MobileNetV2CA", "MobileNeXtCA")
 INTEGER_TYPES = {"int8", "int32"}
@@ -48,41 +49,9 @@ def cifar() -> tuple[np.ndarray, np.ndarray]:
     """(images (200, 64, 64, 3) preprocessed, labels (200,)), classes in alphabetical order."""
     from keras_coordatt.applications import preprocess_input
 
-    classes = sorted(path.name for path in CIFAR_DIR.iterdir() if path.is_dir())
-    assert len(classes) == 10
-    images, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted((CIFAR_DIR / name).glob("*.jpg"))
-        assert len(files) == 20, name
-        for file in files:
-            image = tf.io.decode_jpeg(tf.io.read_file(str(file)), channels=3)
-            images.append(tf.image.resize(image, (SIZE, SIZE)).numpy())
-            labels.append(label)
-    return np.asarray(preprocess_input(np.stack(images))).astype("float32"), np.array(labels)
-
-
-def _batchnorm_layers(model: keras.Model) -> list:
-    found = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in model.layers:
-        for name in ("bn1", "spatial_bn"):
-            if getattr(layer, name, None) is not None:
-                found.append(getattr(layer, name))
-    return found
-
-
-def _recalibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
-    """Sets every BN's moving statistics to its batch statistics on ``images``.
-
-    A fresh model's BN is an identity, so activations fade through the network; with real
-    statistics every tensor has a realistic range, which is what quantization is about.
-    """
-    layers = _batchnorm_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
+    images, labels = load_cifar(SIZE)
+    assert len(images) == 200 and sorted(Counter(labels.tolist()).values()) == [20] * 10
+    return np.asarray(preprocess_input(images)).astype("float32"), labels
 
 
 def _build(kind: str, images: np.ndarray, input_shape=(SIZE, SIZE, 3)) -> keras.Model:
@@ -93,7 +62,7 @@ def _build(kind: str, images: np.ndarray, input_shape=(SIZE, SIZE, 3)) -> keras.
         input_shape=input_shape, alpha=0.35, weights=None, classes=10,
         classifier_activation=None,
     )
-    _recalibrate_batchnorm(model, images[::4])
+    calibrate_batchnorm(model, images[::4])
     return model
 
 
@@ -405,7 +374,7 @@ def test_qat_model_and_its_int8_tflite_agree_end_to_end(cifar, tflite_dir, int8_
     quantization = _requires_qat()
     images, labels = cifar
     model = _small_ca_network()
-    _recalibrate_batchnorm(model, images[::2])
+    calibrate_batchnorm(model, images[::2])
     qat = quantization.quantize_model(model, calibration_data=images)
     qat.compile(
         tf_keras.optimizers.Adam(3e-3),

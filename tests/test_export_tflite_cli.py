@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
@@ -12,21 +10,16 @@ from keras_coordatt.applications import MobileNetV2CA, preprocess_input
 from keras_coordatt.cli import main
 from keras_coordatt.export import LiteRTModel, float_ops, inspect_tflite
 
+from helpers import CIFAR_DIR, load_cifar
+
 pytestmark = pytest.mark.tflite
 
-CIFAR_DIR = Path(__file__).resolve().parent / "data" / "cifar10_small"
 SIZE = 64
 
 
 def _real_inputs(count: int = 8) -> np.ndarray:
-    import tensorflow as tf
-
-    files = sorted(CIFAR_DIR.rglob("*.jpg"))[:: 200 // count][:count]
-    images = [
-        tf.image.resize(tf.io.decode_jpeg(tf.io.read_file(str(f))), (SIZE, SIZE)).numpy()
-        for f in files
-    ]
-    return np.asarray(preprocess_input(np.stack(images).astype("float32")), dtype="float32")
+    images, _ = load_cifar(SIZE)
+    return np.asarray(preprocess_input(images[:: 200 // count][:count]), dtype="float32")
 
 
 @pytest.fixture(scope="module")

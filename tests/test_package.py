@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
 import keras_coordatt
 from keras_coordatt.datasets import CIFAR10_CLASSES, load_cifar10_subset
+
+from helpers import run_python
 
 
 def test_version_and_public_api():
@@ -29,11 +28,8 @@ def test_import_has_no_heavy_or_global_side_effects():
         "print(json.dumps({'loaded': [m for m in mods if m in sys.modules], "
         "'legacy': os.environ.get('TF_USE_LEGACY_KERAS')}))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env["KERAS_BACKEND"] = "tensorflow"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
+    result = run_python(code, KERAS_BACKEND="tensorflow")
+    assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"loaded": [], "legacy": None}
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
+import keras
 import numpy as np
 import pytest
+import tensorflow_model_optimization as _tfmot  # noqa: F401 - [qat] is part of [dev]
+import tf_keras as _tf_keras  # noqa: F401
 
-pytest.importorskip("tf_keras")
-pytest.importorskip("tensorflow_model_optimization")
+from keras_coordatt import CBAM, CoordAttention, SqueezeExcite
 
-import keras  # noqa: E402
-
-from keras_coordatt import CBAM, CoordAttention, SqueezeExcite  # noqa: E402
+from helpers import randomize_batchnorm, run_python
 
 pytestmark = pytest.mark.qat
 
@@ -40,17 +36,6 @@ def tf_keras():
     import tf_keras as module
 
     return module
-
-
-def _randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
-    """Non-trivial BN statistics / affine parameters (BN at init is nearly an identity)."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        leaf = weight.path.split("/")[-1]
-        if leaf in ("gamma", "moving_variance"):
-            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-        elif leaf in ("beta", "moving_mean", "bias"):
-            weight.assign(rng.normal(0.0, 0.2, weight.shape).astype("float32"))
 
 
 def _builder_model(kind: str, **kwargs) -> keras.Model:
@@ -86,11 +71,7 @@ def test_import_boundaries_and_environment():
         "assert 'tensorflow_model_optimization' in sys.modules\n"
         "assert os.environ.get('TF_USE_LEGACY_KERAS') is None, os.environ['TF_USE_LEGACY_KERAS']\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
+    result = run_python(code, TF_CPP_MIN_LOG_LEVEL="3")
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -108,7 +89,7 @@ def test_missing_extra_message_names_the_extra(Q):
                                   "MobileNeXt-cbam"])
 def test_to_tf_keras_matches_keras3(Q, kind):
     model = _builder_model(kind)
-    _randomize_batchnorm(model)
+    randomize_batchnorm(model)
     twin = Q.to_tf_keras(model)
     assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
     images = RNG.normal(size=(4, 64, 64, 3)).astype("float32")
@@ -131,7 +112,7 @@ def test_twin_layer_matches_in_inference_and_training(Q, layer_cls, kwargs):
     """Odd, non-square input; training=True checks CA's joint BN statistics over H + W."""
     inputs = keras.Input((9, 13, 32))
     model = keras.Model(inputs, layer_cls(name="attention", **kwargs)(inputs))
-    _randomize_batchnorm(model, seed=3)
+    randomize_batchnorm(model, seed=3)
     twin = Q.to_tf_keras(model)
     images = RNG.normal(size=(3, 9, 13, 32)).astype("float32")
     for training in (False, True):
@@ -266,7 +247,7 @@ def _small_ca_model() -> keras.Model:
     x = CoordAttention(reduction=4)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
-    _randomize_batchnorm(model, seed=5)
+    randomize_batchnorm(model, seed=5)
     return model
 
 
@@ -287,7 +268,7 @@ def test_calibrate_sets_ranges_and_qat_model_tracks_float_model(Q):
 
 def test_quantize_model_builder_calibrates_every_range(Q):
     model = _builder_model("MobileNetV2CA")
-    _randomize_batchnorm(model)
+    randomize_batchnorm(model)
     qat = Q.quantize_model(model, RNG.normal(size=(8, 64, 64, 3)).astype("float32"))
     from keras_coordatt.export._ranges import range_pairs
 

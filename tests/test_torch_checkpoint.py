@@ -29,8 +29,10 @@ from keras_coordatt.weights.torch_checkpoint import (
     read_torch_pickle,
 )
 
-CHECKPOINTS = Path(__file__).parent / "data" / "checkpoints"
-READER_SOURCE = Path(__file__).parent.parent / "keras_coordatt" / "weights" / "torch_checkpoint.py"
+from helpers import CHECKPOINTS_DIR, ROOT
+
+CHECKPOINTS = CHECKPOINTS_DIR
+PACKAGE_ROOT = ROOT / "keras_coordatt"
 
 FIXTURES = [
     ("coordatt_c64_r32.pth", "coordatt_c64_r32_keys.txt"),
@@ -475,12 +477,17 @@ def test_legacy_storage_views(tmp_path):
 
 
 def test_reader_module_imports_neither_torch_nor_keras():
+    # The parent packages are stubbed so that only the reader's own modules are executed.
     script = (
-        "import importlib.util, sys\n"
+        "import importlib, sys, types\n"
         "sys.modules['torch'] = None\n"
-        f"spec = importlib.util.spec_from_file_location('reader', {str(READER_SOURCE)!r})\n"
-        "reader = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(reader)\n"
+        f"root = {str(PACKAGE_ROOT)!r}\n"
+        "for name, path in (('keras_coordatt', root),\n"
+        "                   ('keras_coordatt.weights', root + '/weights')):\n"
+        "    stub = types.ModuleType(name)\n"
+        "    stub.__path__ = [path]\n"
+        "    sys.modules[name] = stub\n"
+        "reader = importlib.import_module('keras_coordatt.weights.torch_checkpoint')\n"
         f"state = reader.load_torch_checkpoint({str(CHECKPOINTS / FIXTURES[0][0])!r})\n"
         "print(len(state), sorted(name for name, module in sys.modules.items()\n"
         "      if module is not None and name.split('.')[0] in ('torch', 'keras', 'jax')))\n"

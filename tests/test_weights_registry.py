@@ -25,7 +25,7 @@ from keras_coordatt.weights.loading import resolve_weights
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
-# ARCHITECTURE.md §c.1: d-li14 files (width, input size, git blob id, top-1, top-5).
+# docs/reference_networks.md §c.1: d-li14 files (width, input size, git blob id, top-1, top-5).
 DLI14_TABLE = {
     "mobilenetv2-c5e733a8.pth": (1.0, 224, "328582ba4afd90b6d910cda251d9d9e411b60c39", 72.834,
                                  91.060),

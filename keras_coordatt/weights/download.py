@@ -2,10 +2,14 @@
 
 Files go to ``<cache_dir>/keras_coordatt/`` where ``cache_dir`` is the argument, else
 ``$KERAS_HOME`` (read at call time), else ``~/.keras`` (``/tmp/.keras`` when that is not
-writable, as ``keras.utils.get_file`` does). A download first lands in a hidden temporary file
-in that directory, is verified, and only then renamed (``os.replace``) to its final,
-content-addressed name ``<stem>-<pin[:12]><suffix>``; a file that fails verification is
-deleted, so the cache never holds an unverified checkpoint under a final name.
+writable, as ``keras.utils.get_file`` does). A download first lands in the hidden partial file
+``.<final name>.part`` in that directory, is verified, and only then renamed (``os.replace``) to
+its final, content-addressed name ``<stem>-<pin[:12]><suffix>``; a file that fails verification
+is deleted, so the cache never holds an unverified checkpoint under a final name. The partial
+file is held under an exclusive lock (``fcntl.flock`` where available) while a process writes
+it; the next download of the same file takes the lock, so a partial file left by a killed
+process is emptied and overwritten (and older ``.<final name>.<id>.part`` leftovers deleted),
+never read. Concurrent downloads of one file wait for each other and reuse the verified result.
 
 The download URL is the preset's upstream URL, or ``{base_url}/{repo}/{commit}/{path}`` when
 a base URL is given as an argument or in the environment variable
@@ -15,11 +19,17 @@ a base URL is given as an argument or in the environment variable
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import tempfile
-import uuid
 import warnings
+from collections.abc import Iterator
+
+try:  # POSIX: the partial file is locked while it is written
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, the partial file is still replaced
+    fcntl = None  # type: ignore[assignment]
 
 from keras_coordatt.weights.registry import Preset, get_preset
 
@@ -126,6 +136,71 @@ def remove_quietly(path: str | os.PathLike | None) -> None:
         os.remove(path)
 
 
+def partial_path(datadir: str, file_name: str) -> str:
+    """The hidden partial file a download of ``file_name`` is written to."""
+    return os.path.join(datadir, f".{file_name}.part")
+
+
+def _open_locked(path: str) -> int | None:
+    """Opens (creating) ``path`` and holds an exclusive lock on the file now at that path.
+
+    Returns the open descriptor, or None where ``fcntl`` is missing (then nothing is held open,
+    as Windows cannot rename an open file).
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        remove_quietly(path)
+        return None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process downloads this file
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                os.ftruncate(fd, 0)  # what a killed download left is discarded
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder renamed or removed it meanwhile: lock the new one
+
+
+@contextlib.contextmanager
+def _exclusive_partial(datadir: str, file_name: str) -> Iterator[str]:
+    """Yields the emptied partial file of ``file_name``, locked; removes it on exit.
+
+    Whatever an earlier, killed download left there (or under the older per-process names
+    ``.<name>.<id>.part``) is discarded before the caller writes.
+    """
+    part = partial_path(datadir, file_name)
+    fd = _open_locked(part)
+    try:
+        pattern = f".{glob.escape(file_name)}.*.part"
+        for stale in glob.glob(os.path.join(glob.escape(datadir), pattern)):
+            remove_quietly(stale)
+        yield part
+    finally:
+        with contextlib.suppress(OSError):
+            if fd is None or os.fstat(fd).st_ino == os.stat(part).st_ino:
+                os.remove(part)  # still ours: not renamed to its final name
+        if fd is not None:
+            os.close(fd)
+
+
+def _verified_cache(final: str, preset: Preset) -> bool:
+    """True if ``final`` holds ``preset``'s verified checkpoint; a corrupt copy is removed."""
+    if not os.path.exists(final):
+        return False
+    try:
+        verify_file(final, git_blob=preset.git_blob, sha256=preset.sha256)
+        return True
+    except ChecksumError as exc:
+        remove_quietly(final)  # corrupted cache entry: fetch it again
+        warnings.warn(
+            f"Cached checkpoint {final} failed verification ({exc}); it was removed and "
+            "will be downloaded again.",
+            stacklevel=3,
+        )
+        return False
+
+
 def download_checkpoint(
     preset: Preset | str,
     *,
@@ -144,27 +219,18 @@ def download_checkpoint(
         preset = get_preset(preset)
     datadir = weights_cache_dir(cache_dir)
     final = os.path.join(datadir, preset.cache_file_name)
-    if os.path.exists(final) and not force_download:
-        try:
-            verify_file(final, git_blob=preset.git_blob, sha256=preset.sha256)
-            return final
-        except ChecksumError as exc:
-            remove_quietly(final)  # corrupted cache entry: fetch it again
-            warnings.warn(
-                f"Cached checkpoint {final} failed verification ({exc}); it was removed and "
-                "will be downloaded again.",
-                stacklevel=2,
-            )
+    if not force_download and _verified_cache(final, preset):
+        return final
 
     import keras  # deferred: importing keras is slow
 
     url = preset.url_for(resolve_base_url(base_url))
-    tmp_name = f".{preset.cache_file_name}.{uuid.uuid4().hex}.part"
-    tmp_path = os.path.join(datadir, tmp_name)
-    try:
+    with _exclusive_partial(datadir, preset.cache_file_name) as part:
+        if not force_download and _verified_cache(final, preset):
+            return final  # another process fetched it while this one waited for the lock
         try:
             downloaded = keras.utils.get_file(
-                fname=tmp_name,
+                fname=os.path.basename(part),
                 origin=url,
                 cache_dir=os.path.dirname(datadir),
                 cache_subdir=CACHE_SUBDIR,
@@ -176,7 +242,6 @@ def download_checkpoint(
                 f"cached. To use a mirror, set ${WEIGHTS_URL_ENV} (files under "
                 "<base>/<owner>/<repo>/<commit>/<path>)."
             ) from exc
-        tmp_path = downloaded
         try:
             verify_file(downloaded, git_blob=preset.git_blob, sha256=preset.sha256)
         except ChecksumError as exc:
@@ -185,10 +250,7 @@ def download_checkpoint(
                 "file was removed."
             ) from None
         os.replace(downloaded, final)
-        tmp_path = None
         return final
-    finally:
-        remove_quietly(tmp_path)
 
 
 __all__ = [
@@ -199,6 +261,7 @@ __all__ = [
     "cached_checkpoint_path",
     "download_checkpoint",
     "git_blob_id",
+    "partial_path",
     "resolve_base_url",
     "sha256_file",
     "verify_file",

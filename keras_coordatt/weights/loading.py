@@ -156,21 +156,44 @@ def resolve_weights(
                 f"{_names_for(family, alpha, attention) or 'none'}."
             )
     else:
-        path = os.path.expanduser(os.fspath(weights))
-        if os.path.isfile(path):
-            file_kind(path)  # raises for an unsupported extension
-            return path
-        if os.path.exists(path):
-            raise ValueError(f"`weights` path {path!r} is not a file.")
-        if _is_path_like(weights):
-            raise ValueError(f"`weights` file {path!r} does not exist.")
-        close = registry.close_preset_names(str(weights), extra=("imagenet",))
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"Unknown `weights` value {weights!r}: not None, 'imagenet', a registered preset "
-            f"or an existing file.{hint} Presets: {', '.join(registry.list_presets())}."
-        )
+        return _existing_weights_file(weights)
+    _check_preset_fits(
+        weights, preset, include_top=include_top, classes=classes, reduction=reduction,
+        channels=channels, input_shape=input_shape,
+    )
+    return preset
 
+
+def _existing_weights_file(weights: str | os.PathLike) -> str:
+    """The expanded path of an existing, supported weights file; ValueError otherwise."""
+    path = os.path.expanduser(os.fspath(weights))
+    if os.path.isfile(path):
+        file_kind(path)  # raises for an unsupported extension
+        return path
+    if os.path.exists(path):
+        raise ValueError(f"`weights` path {path!r} is not a file.")
+    if _is_path_like(weights):
+        raise ValueError(f"`weights` file {path!r} does not exist.")
+    close = registry.close_preset_names(str(weights), extra=("imagenet",))
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown `weights` value {weights!r}: not None, 'imagenet', a registered preset "
+        f"or an existing file.{hint} Presets: {', '.join(registry.list_presets())}."
+    )
+
+
+def _check_preset_fits(
+    weights: Any,
+    preset: Preset,
+    *,
+    include_top: bool,
+    classes: int,
+    reduction: int | None,
+    channels: int | None,
+    input_shape: Any,
+) -> None:
+    """ValueError when the model's reduction, classifier or input channels differ from the
+    preset's."""
     if reduction is not None and preset.reduction is not None and reduction != preset.reduction:
         raise ValueError(
             f"weights={weights!r} ({preset.name}) was trained with attention reduction "
@@ -186,7 +209,6 @@ def resolve_weights(
         raise ValueError(
             f"weights={weights!r} needs 3 input channels (RGB), got input_shape={input_shape}."
         )
-    return preset
 
 
 def _names_for(family: str, alpha: float, attention: str | None) -> str:
