@@ -127,13 +127,14 @@ def test_repeated_cells_are_the_same_in_every_notebook():
     """The sources repeat two pieces the generator used to share: the start of the settings
     cell (smoke switch, output folder) and the tf_flowers loading cell. They must not drift."""
     build = _load_build_script()
-    settings, flowers = set(), set()
+    settings, flowers = [], []
     for source in build.sources().values():
         code = [c.source for c in build.build(source).cells if c.cell_type == "code"]
-        settings.add(code[1].split("\nif SMOKE:")[0])
-        flowers.update(cell for cell in code if "tfds.load(" in cell)
-    assert len(settings) == 1 and "OUT.mkdir(" in settings.pop()
-    assert len(flowers) == 1 and "mock_data" in flowers.pop()
+        settings.append(code[1].split("\nif SMOKE:")[0])
+        flowers.extend(cell for cell in code if "tfds.load(" in cell)
+    assert len(settings) == len(flowers) == len(CASES)
+    assert len(set(settings)) == 1 and "OUT.mkdir(" in settings[0]
+    assert len(set(flowers)) == 1 and "mock_data" in flowers[0]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
