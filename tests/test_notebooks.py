@@ -10,6 +10,7 @@ not be blank. The executed notebook is kept next to them (``executed.ipynb``) fo
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 import types
 from pathlib import Path
@@ -75,20 +76,75 @@ def assert_not_blank(path: Path) -> None:
     assert coloured > 0.005, f"{path.name}: no coloured marks ({coloured:.2%} of the pixels)"
 
 
-def test_notebooks_match_build_script():
-    """The committed notebooks are exactly what build_notebooks.py writes. (That they carry
-    no outputs is checked by scripts/check_notebooks.py, which CI runs.)"""
+def test_notebooks_match_their_sources():
+    """The committed notebooks are exactly what build_notebooks.py writes from the ``.py``
+    sources, and writing them again gives the same text. (That they carry no outputs is
+    checked by scripts/check_notebooks.py, which CI runs.)"""
     build = _load_build_script()
-    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(build.NOTEBOOKS)
-    assert sorted(CASES) == sorted(build.NOTEBOOKS)
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(build.sources())
+    assert sorted(CASES) == sorted(build.sources())
     assert build.main(["--check"]) == 0, "run: python notebooks/build_notebooks.py"
+    for source in build.sources().values():
+        assert build.render(source) == build.render(source)
+
+
+def test_check_finds_stale_notebooks(tmp_path):
+    """--check's list: a notebook whose source changed, or that is missing, is stale."""
+    build = _load_build_script()
+    name = "01_fine_tune_tf_flowers.ipynb"
+    source = tmp_path / "01_fine_tune_tf_flowers.py"
+    source.write_text(build.sources()[name].read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / name).write_text((NOTEBOOKS / name).read_text(encoding="utf-8"))
+    assert build.stale(tmp_path) == []
+    with source.open("a", encoding="utf-8") as f:
+        f.write("\n# %% [markdown]\n# One more cell.\n")
+    assert build.stale(tmp_path) == [name]
+    cells = nbformat.reads(build.render(source), as_version=4).cells
+    assert (cells[-1].cell_type, cells[-1].source, cells[-1].id) == (
+        "markdown", "One more cell.", f"nb01-cell{len(cells) - 1:02d}")
+    (tmp_path / name).unlink()
+    assert build.stale(tmp_path) == [name]
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ('# %% include="nothing"\n', "unknown include 'nothing'"),
+        ('# %% include="smoke_mode"\n', "include='smoke_mode' as an empty markdown cell"),
+        ("# %% [markdown]\n# {{REPO}}\n", "unknown placeholder {{REPO}}"),
+        ('# %% include="install"\n', "include='install' needs extras="),
+    ],
+)
+def test_build_rejects_bad_sources(tmp_path, cell, message):
+    build = _load_build_script()
+    source = tmp_path / "09_bad.py"
+    source.write_text(f"# %% [markdown]\n# # Title\n\n{cell}", encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build.build(source)
+
+
+def test_repeated_cells_are_the_same_in_every_notebook():
+    """The sources repeat two pieces the generator used to share: the start of the settings
+    cell (smoke switch, output folder) and the tf_flowers loading cell. They must not drift."""
+    build = _load_build_script()
+    settings, flowers = [], []
+    for source in build.sources().values():
+        code = [c.source for c in build.build(source).cells if c.cell_type == "code"]
+        settings.append(code[1].split("\nif SMOKE:")[0])
+        flowers.extend(cell for cell in code if "tfds.load(" in cell)
+    assert len(settings) == len(flowers) == len(CASES)
+    assert len(set(settings)) == 1 and "OUT.mkdir(" in settings[0]
+    assert len(set(flowers)) == 1 and "mock_data" in flowers[0]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_notebook_structure(name):
-    """Colab badge for this file, an install cell first, the smoke switch in the settings."""
+    """Colab badge for this file, an install cell first, the smoke switch in the settings;
+    a valid nbformat 4 notebook for a python3 kernel, as Colab opens it."""
     build = _load_build_script()
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.nbformat == 4 and notebook.metadata.kernelspec.name == "python3"
     first = notebook.cells[0]
     assert first.cell_type == "markdown"
     assert "colab-badge.svg" in first.source
