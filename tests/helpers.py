@@ -12,6 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_coordatt.benchmark import calibrate_batchnorm  # noqa: F401 - one helper, shared
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "tests" / "data"
 CHECKPOINTS_DIR = DATA_DIR / "checkpoints"
@@ -63,24 +65,6 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
         for layer in model._flatten_layers(include_self=False, recursive=True)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
-
-
-def calibrate_batchnorm(model: keras.Model, inputs: np.ndarray) -> None:
-    """Sets every BN's moving statistics to its batch statistics on ``inputs`` (already
-    preprocessed): one training forward pass with momentum 0.
-
-    A fresh model's BN is an identity, so activations fade through the network; with real
-    statistics every tensor has a realistic range (what quantization and export care about).
-    """
-    layers = batchnorm_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    try:
-        model(inputs, training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta, strict=True):
-            layer.momentum = momentum
 
 
 def randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:

@@ -62,10 +62,8 @@ def test_the_library_does_not_import_the_cli():
         "keras_coordatt.benchmark; from keras_coordatt.export import export_hub; "
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('keras_coordatt'))))"
     )
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
+    result = run_python(code, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert "keras_coordatt.export.hub" in loaded and "keras_coordatt.weights.registry" in loaded
     assert [m for m in loaded if m == "keras_coordatt.cli" or m.startswith("keras_coordatt.cli.")
