@@ -101,9 +101,22 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     images = np.concatenate([x for x, _ in test])
     labels = np.concatenate([y for _, y in test])
     float_pred = model.predict(images, verbose=0).argmax(-1)
-    qat_pred = qat.predict(images, verbose=0).argmax(-1)
+    qat_probs = qat.predict(images, verbose=0)
+    qat_pred = qat_probs.argmax(-1)
     runner = LiteRTModel(path)
-    int8_pred = np.concatenate([runner(images[i : i + 1]) for i in range(len(images))]).argmax(-1)
+    int8_probs = np.concatenate([runner(images[i : i + 1]) for i in range(len(images))])
+    int8_pred = int8_probs.argmax(-1)
+    top2 = np.sort(qat_probs, axis=-1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]  # QAT model's top-1 minus top-2 probability
+    decisive = margin > 2.0 / 256  # more than two steps of the int8 softmax output (1/256)
+    result.update(
+        max_prob_diff=float(np.abs(int8_probs - qat_probs).max()),
+        mean_prob_diff=float(np.abs(int8_probs - qat_probs).mean()),
+        median_margin=float(np.median(margin)),
+        decisive_share=float(decisive.mean()),
+        agreement_where_decisive=float(np.mean(int8_pred[decisive] == qat_pred[decisive]))
+        if decisive.any() else None,
+    )
     result.update(
         float_top1=float(np.mean(float_pred == labels)),
         qat_top1=float(np.mean(qat_pred == labels)),
@@ -126,8 +139,9 @@ def _markdown(results, command) -> str:
         "trained from scratch (no ImageNet weights offline), so top-1 is low: the point is "
         "that the int8 file computes what the QAT Keras model computes.", "",
         "| model | alpha | float training | QAT imgs (224) | eval imgs (224) | float top-1 | "
-        "QAT top-1 | int8 top-1 | int8 vs QAT argmax | float ops | int8 KB | minutes |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "QAT top-1 | int8 top-1 | int8 vs QAT argmax | median QAT margin | agreement where "
+        "margin > 2/256 (share) | max / mean prob diff | float ops | int8 KB | minutes |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
@@ -138,7 +152,9 @@ def _markdown(results, command) -> str:
             f"{r['train_size']} | {r['qat_images']} | "
             f"{r['eval_images']} | {r['float_top1']:.1%} | {r['qat_top1']:.1%} | "
             f"{r['int8_top1']:.1%} | **{r['int8_vs_qat_argmax']:.1%}** | "
-            f"{len(r['float_ops'])} | {r['size_kb']:.0f} | "
+            f"{r['median_margin']:.3f} | {r['agreement_where_decisive'] or 0:.1%} "
+            f"({r['decisive_share']:.0%}) | {r['max_prob_diff']:.3f} / "
+            f"{r['mean_prob_diff']:.4f} | {len(r['float_ops'])} | {r['size_kb']:.0f} | "
             f"{(r['float_seconds'] + r['qat_seconds']) / 60:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -33,7 +33,7 @@ UPSTREAM_FILES = frozenset(
      "mobilenext.py", "dataloaders.py"}
 )
 #: Names of files the code writes (exports, reports), not files of the repository.
-EXAMPLE_NAMES = frozenset({"MODEL_CARD.md", "bench.md"})
+EXAMPLE_NAMES = frozenset({"MODEL_CARD.md", "bench.md", "09_bad.py"})
 
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 # a token: a run of characters that can belong to a path (quotes, commas, ... end it)
@@ -80,8 +80,11 @@ def missing_citation(name: str, citing: Path, basenames: set[str]) -> bool:
         if name.split("/")[0] not in REPO_FOLDERS:
             return False  # a path inside another repository or a user's file system
         return not (ROOT / name).exists()
-    if name.endswith(".md"):  # a bare document name: at the root or next to the citing file
-        return not ((ROOT / name).exists() or (citing.parent / name).exists())
+    if name.endswith(".md"):  # a bare document name: at the root, next to the citing file,
+        return not (  # or package data (keras_coordatt/export/templates/model_card.md)
+            (ROOT / name).exists() or (citing.parent / name).exists()
+            or any((ROOT / "keras_coordatt").rglob(name))
+        )
     if name.endswith(".py"):
         return name not in basenames and name not in UPSTREAM_FILES
     return not (ROOT / name).exists()  # a top-level folder
