@@ -49,7 +49,8 @@ def _dataset(images, labels, batch_size, shuffle_seed=None, size=SIZE):
 
 
 def run(model_name: str, alpha: float, float_images: int, qat_images: int, evaluate: int,
-        seed: int = 0, train_size: int = 96, epochs: int = 6) -> dict:
+        seed: int = 0, train_size: int = 96, epochs: int = 6,
+        class_names: list[str] | None = None) -> dict:
     import keras
 
     from keras_coordatt import applications
@@ -62,20 +63,29 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     keras.utils.set_random_seed(seed)
     train_x, train_y = load_cifar10_subset("train")
     test_x, test_y = load_cifar10_subset("test")
+    if class_names:  # a subset of the ten classes, relabelled 0..K-1
+        from keras_coordatt.datasets import CIFAR10_CLASSES
+
+        wanted = [CIFAR10_CLASSES.index(name) for name in class_names]
+        keep, keep_test = np.isin(train_y, wanted), np.isin(test_y, wanted)
+        relabel = {old: new for new, old in enumerate(wanted)}
+        train_x, train_y = train_x[keep], np.array([relabel[y] for y in train_y[keep]])
+        test_x, test_y = test_x[keep_test], np.array([relabel[y] for y in test_y[keep_test]])
+    classes = len(class_names) if class_names else 10
     rng = np.random.default_rng(seed)  # the bundled subset is sorted by class
     train = rng.permutation(len(train_x))[:float_images]
     held_out = rng.permutation(len(test_x))[:evaluate]
     train_x, train_y = train_x[train], train_y[train]
     test = _dataset(test_x[held_out], test_y[held_out], 20)
-    result = {"model": model_name, "alpha": alpha, "size": SIZE, "float_images": float_images,
-              "epochs": epochs, "train_size": train_size, "qat_images": qat_images,
-              "eval_images": evaluate}
+    result = {"model": model_name, "alpha": alpha, "size": SIZE, "classes": classes,
+              "float_images": len(train_x), "epochs": epochs, "train_size": train_size,
+              "qat_images": min(qat_images, len(train_x)), "eval_images": len(held_out)}
 
     # Float training from scratch at train_size (fully convolutional: the same weights run at
     # 224), then the weights move into the 224x224 model that QAT fine-tunes and exports.
     start = time.perf_counter()
     builder = getattr(applications, model_name)
-    small = builder(input_shape=(train_size, train_size, 3), alpha=alpha, classes=10,
+    small = builder(input_shape=(train_size, train_size, 3), alpha=alpha, classes=classes,
                     weights=None)
     steps = epochs * (len(train_x) // 32)
     small.compile(
@@ -83,7 +93,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
             keras.optimizers.schedules.CosineDecay(0.05, steps), momentum=0.9),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     small.fit(_dataset(train_x, train_y, 32, seed, train_size), epochs=epochs, verbose=2)
-    model = builder(input_shape=(SIZE, SIZE, 3), alpha=alpha, classes=10, weights=None)
+    model = builder(input_shape=(SIZE, SIZE, 3), alpha=alpha, classes=classes, weights=None)
     model.set_weights(small.get_weights())
     result["float_seconds"] = time.perf_counter() - start
 
@@ -148,7 +158,8 @@ def _markdown(results, command) -> str:
             lines.append(f"| {r['model']} | {r['alpha']} | ERROR {r['error']} |")
             continue
         lines.append(
-            f"| {r['model']} | {r['alpha']} | {r['epochs']} x {r['float_images']} imgs at "
+            f"| {r['model']} | {r['alpha']} | {r['classes']} classes, {r['epochs']} x "
+            f"{r['float_images']} imgs at "
             f"{r['train_size']} | {r['qat_images']} | "
             f"{r['eval_images']} | {r['float_top1']:.1%} | {r['qat_top1']:.1%} | "
             f"{r['int8_top1']:.1%} | **{r['int8_vs_qat_argmax']:.1%}** | "
@@ -169,12 +180,14 @@ def main(argv=None) -> int:
     parser.add_argument("--train-size", type=int, default=96)
     parser.add_argument("--qat-images", type=int, default=1000)
     parser.add_argument("--eval", type=int, default=200)
+    parser.add_argument("--classes", help="comma-separated CIFAR-10 class names (default: all)")
     parser.add_argument("--json", type=Path, help="run one alpha here, write its result")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if args.json:
         result = run(args.model, args.alphas[0], args.float_images, args.qat_images, args.eval,
-                     train_size=args.train_size, epochs=args.epochs)
+                     train_size=args.train_size, epochs=args.epochs,
+                     class_names=args.classes.split(",") if args.classes else None)
         args.json.write_text(json.dumps(result, indent=1))
         return 0
     results = []
@@ -185,7 +198,8 @@ def main(argv=None) -> int:
                 [sys.executable, __file__, "--model", args.model, "--alphas", str(alpha),
                  "--float-images", str(args.float_images), "--qat-images",
                  str(args.qat_images), "--eval", str(args.eval), "--epochs", str(args.epochs),
-                 "--train-size", str(args.train_size), "--json", str(path)],
+                 "--train-size", str(args.train_size), "--json", str(path),
+                 *(["--classes", args.classes] if args.classes else [])],
                 check=False,
             )
             result = (json.loads(path.read_text()) if done.returncode == 0 and path.exists()
