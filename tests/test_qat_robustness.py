@@ -4,6 +4,7 @@ int8 model, nor end the caller's process."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import keras
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_coordatt.export import ConversionError, LiteRTModel, export_tflite, float_ops
+from keras_coordatt.export import ConversionError, export_tflite, float_ops
 from keras_coordatt.export import tflite as tflite_module
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 from keras_coordatt.export.tflite import inspect_tflite
@@ -19,6 +20,10 @@ from keras_coordatt.export.tflite import inspect_tflite
 pytestmark = [pytest.mark.qat, pytest.mark.tflite]
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import qat_matrix  # noqa: E402
+
 CIFAR_DIR = ROOT / "tests" / "data" / "cifar10_small" / "test"
 SIZE = 64
 DEAD_BLOCK = 4  # MobileNetV2CA block whose CoordAttention input is made all zeros
@@ -78,19 +83,12 @@ def _dead_block_ranges(qat) -> dict:
             for name, lo, hi in range_pairs(qat.weights) if name.startswith(prefix)}
 
 
-def _steps(path, reference, images) -> np.ndarray:
-    ops = inspect_tflite(path)
-    assert not float_ops(ops)
-    interpreter = LiteRTModel(path).interpreter
-    out = interpreter.get_output_details()[0]
-    scale = out["quantization_parameters"]["scales"]
-    scale = float(scale[0]) if len(scale) else None
-    logits = np.concatenate([LiteRTModel(path)(images[i : i + 1]) for i in range(len(images))])
-    if scale is None:  # float output: the DEQUANTIZE input's scale
-        tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
-        dequantize = [op for op in interpreter._get_ops_details() if op["op_name"] == "DEQUANTIZE"]
-        scale = float(tensors[dequantize[-1]["inputs"][0]]["quantization_parameters"]["scales"][0])
-    return np.abs(logits - reference) / scale
+def _steps(path, reference, images) -> dict:
+    """``qat_matrix.compare``: int8 vs reference logits in output quantization steps; the file
+    must be all int8 and run in LiteRT (with XNNPACK)."""
+    report = qat_matrix.compare(str(path), reference, images)
+    assert report["float_ops"] == [], report
+    return report
 
 
 @pytest.mark.slow
@@ -101,10 +99,10 @@ def test_dead_units_keep_every_op_int8(Q, images, tmp_path):
     assert ranges["quant_block4_ca/pool_h_q"] == pytest.approx((0.0, MIN_RANGE_WIDTH))
     assert all(high - low >= MIN_RANGE_WIDTH * 0.999 for low, high in ranges.values()), ranges
     qat_path = export_tflite(qat, tmp_path / "qat.tflite", mode="int8")
-    assert _steps(qat_path, qat.predict(images, verbose=0), images).max() <= 3
+    assert _steps(qat_path, qat.predict(images, verbose=0), images)["max_steps"] <= 3
     ptq_path = export_tflite(model, tmp_path / "ptq.tflite", mode="int8",
                              representative_dataset=images)
-    assert _steps(ptq_path, model.predict(images, verbose=0), images).mean() <= 1.5
+    assert _steps(ptq_path, model.predict(images, verbose=0), images)["mean_steps"] <= 1.5
 
 
 def _smallest_scale(path, name_part: str) -> float:
@@ -138,7 +136,7 @@ def test_degenerate_ranges_would_break_the_export_without_the_floor(Q, images, t
     assert _smallest_scale(raw, "block4_ca") < 1e-7
     fixed = export_tflite(qat, tmp_path / "widened.tflite", mode="int8")  # strict: all int8
     assert _smallest_scale(fixed, "block4_ca") >= MIN_RANGE_WIDTH / 256 * 0.99
-    assert _steps(fixed, qat.predict(images, verbose=0), images).max() <= 3
+    assert _steps(fixed, qat.predict(images, verbose=0), images)["max_steps"] <= 3
     assert _dead_block_ranges(qat)["quant_block4_ca/pool_h_q"] == (0.0, 0.0)  # unchanged
 
 

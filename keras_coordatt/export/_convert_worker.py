@@ -56,6 +56,17 @@ def _converter(tf, function, request: dict, directory: Path):
     return converter
 
 
+def _widen_range():
+    """``keras_coordatt.export._ranges.widen_range``, loaded from its file beside this one (this
+    process imports TensorFlow only, not the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_ranges", Path(__file__).with_name("_ranges.py"))
+    ranges = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ranges)
+    return ranges.widen_range
+
+
 def _widen_calibrated_ranges(calibrated: bytes, min_width: float) -> bytes:
     """Every tensor range the calibrator recorded, at least ``min_width`` wide.
 
@@ -66,18 +77,16 @@ def _widen_calibrated_ranges(calibrated: bytes, min_width: float) -> bytes:
     import numpy as np
     from tensorflow.lite.tools import flatbuffer_utils
 
+    widen_range = _widen_range()
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     for subgraph in model.subgraphs:
         for tensor in subgraph.tensors:
             quantization = tensor.quantization
             if quantization is None or quantization.min is None or quantization.max is None:
                 continue
-            low = np.minimum(np.asarray(quantization.min, dtype=np.float64), 0.0)
-            high = np.maximum(np.asarray(quantization.max, dtype=np.float64), 0.0)
-            missing = np.maximum(min_width - (high - low), 0.0)
-            grow_high = np.where(high >= -low, missing, 0.0)
-            quantization.min = (low - (missing - grow_high)).astype(np.float32)
-            quantization.max = (high + grow_high).astype(np.float32)
+            low, high = widen_range(quantization.min, quantization.max, min_width)
+            quantization.min = np.asarray(low, dtype=np.float32)
+            quantization.max = np.asarray(high, dtype=np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
