@@ -2,7 +2,8 @@
 
 Builders: :func:`MobileNetV2`, :func:`MobileNetV2CA`, :func:`MobileNeXt`, :func:`MobileNeXtCA`.
 Helpers: :func:`preprocess_input`, :func:`decode_predictions` (ImageNet), :func:`feature_extractor`
-(``P1``-``P5`` pyramid), :func:`profile` (params / MAdds), :func:`markdown_table`,
+(``P1``-``P5`` pyramid), :func:`feature_strides`, :func:`profile` (params / MAdds),
+:func:`markdown_table`,
 :func:`model_spec` (the :class:`ModelSpec` a built model carries).
 The table of models: :data:`CATALOG` (:class:`ModelEntry` per model), :func:`get_model_entry`,
 :func:`find_model_entry`, :func:`model_names`.
@@ -15,7 +16,7 @@ from keras_coordatt.applications.catalog import (
     get_model_entry,
     model_names,
 )
-from keras_coordatt.applications.features import feature_extractor
+from keras_coordatt.applications.features import feature_extractor, feature_strides
 from keras_coordatt.applications.imagenet_utils import decode_predictions, preprocess_input
 from keras_coordatt.applications.mobilenet_v2 import MobileNetV2, MobileNetV2CA
 from keras_coordatt.applications.mobilenext import MobileNeXt, MobileNeXtCA
@@ -40,6 +41,7 @@ __all__ = [
     "count_params",
     "decode_predictions",
     "feature_extractor",
+    "feature_strides",
     "find_model_entry",
     "get_model_entry",
     "markdown_table",

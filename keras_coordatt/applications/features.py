@@ -79,6 +79,17 @@ def feature_layers(model: keras.Model) -> dict[str, str]:
     return {key: by_stride[stride] for key, stride in PYRAMID_STRIDES.items()}
 
 
+def feature_strides(model: keras.Model) -> dict[str, int]:
+    """``{"P1": 2, ..., "P5": 32}``: the true stride of each level of ``model``'s pyramid.
+
+    A network built with ``output_stride`` below 32 keeps the stride of its later levels at
+    ``output_stride`` (their convolutions are dilated instead of strided).
+    """
+    layers = feature_layers(model)
+    strides = {name: stride for _, name, stride in stage_outputs(model)}
+    return {key: strides[layer_name] for key, layer_name in layers.items()}
+
+
 def feature_extractor(model: keras.Model, name: str | None = None) -> keras.Model:
     """A model with ``model``'s inputs returning the ``{"P1": ..., ..., "P5": ...}`` dict.
 
