@@ -8,6 +8,19 @@ Conventions, identical to the original PyTorch code (``docs/reference_networks.m
 * no bias on backbone convs; BatchNorm epsilon 1e-5, momentum 0.9 (PyTorch's 0.1);
 * ReLU6 as ``keras.layers.ReLU(6.0)`` layers, so quantization tools can fuse them;
 * conv kernels He-normal over fan-out, the classifier ``Normal(0, 0.01)`` (as the originals).
+
+Output stride (``output_stride`` 16 or 8, for dense prediction): :class:`Blocks` walks the 3x3
+convs in network order with the DeepLab rule of TF-slim's ``mobilenet_base`` (TF Model Garden;
+torchvision's ResNet ``replace_stride_with_dilation`` does the same): once the stride so far
+equals ``output_stride``, each further conv runs at stride 1 with the dilation rate reached
+*before* it, and only the convs after it use the rate multiplied by its nominal stride. So the
+conv whose stride is removed keeps the previous rate (1 at the first removal, 2 at the second);
+the later ones get 2, then 4. Dilated convs pad ``rate`` pixels on each side (Keras
+``"same"`` at stride 1, symmetric for an odd kernel), so the network is the "a trous" version of
+the strided one: without attention or global pooling, its output subsampled every
+``32 // output_stride`` pixels (from the top-left one) is the strided network's output. (The
+other convention, e.g. torchvision's dilated MobileNetV3, gives the would-be-strided conv the new
+rate already; that network is not the strided one subsampled.)
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ import numbers
 
 import keras
 
-from keras_coordatt.applications.spec import ATTENTIONS, ModelSpec, ModelWithSpec
+from keras_coordatt.applications.spec import ATTENTIONS, OUTPUT_STRIDES, ModelSpec, ModelWithSpec
 from keras_coordatt.layers import CBAM, CoordAttention, SqueezeExcite
 from keras_coordatt.layers.coord_attention import conv_initializer
 
@@ -113,6 +126,20 @@ def check_attention(attention) -> str | None:
             "'se' (Squeeze-and-Excitation) or 'cbam'."
         )
     return attention
+
+
+def check_output_stride(output_stride) -> int:
+    """Checks ``output_stride`` is one of 8, 16, 32 (an int)."""
+    if (
+        isinstance(output_stride, bool)
+        or not isinstance(output_stride, numbers.Integral)
+        or output_stride not in OUTPUT_STRIDES
+    ):
+        raise ValueError(
+            f"`output_stride` must be one of {OUTPUT_STRIDES} (32: the strided network; 16 or "
+            f"8: the last one or two stages dilated instead of strided), got {output_stride!r}."
+        )
+    return int(output_stride)
 
 
 def resolve_reduction(attention: str | None, reduction) -> int | None:
@@ -244,11 +271,25 @@ def make_input(input_shape: tuple, input_tensor):
 
 
 class Blocks:
-    """Layer factory bound to one data format (channels axis for BN, attention layers)."""
+    """Layer factory bound to one data format (channels axis for BN, attention layers) and one
+    ``output_stride``: the 3x3 convs must be made in network order, each with its nominal
+    stride (the one of the strided network); the module docstring says which become dilated."""
 
-    def __init__(self, data_format: str):
+    def __init__(self, data_format: str, output_stride: int = 32):
         self.data_format = data_format
         self.channel_axis = -1 if data_format == "channels_last" else 1
+        self.output_stride = output_stride
+        self._stride = 1  # stride reached so far
+        self._rate = 1  # dilation rate of the next conv once the stride is removed
+
+    def _atrous(self, stride: int) -> tuple[int, int]:
+        """``(stride, dilation rate)`` of the next 3x3 conv, whose nominal stride is ``stride``."""
+        if self._stride == self.output_stride:
+            rate = self._rate
+            self._rate *= stride
+            return 1, rate
+        self._stride *= stride
+        return stride, 1
 
     def channels(self, tensor) -> int:
         return int(tensor.shape[self.channel_axis])
@@ -261,32 +302,36 @@ class Blocks:
     def relu6(self, x, name: str):
         return keras.layers.ReLU(6.0, name=name)(x)
 
+    def _pad(self, x, kernel_size: int, stride: int, name: str) -> tuple[object, str]:
+        """``(x, padding)`` of PyTorch's symmetric padding (``rate * (k // 2)`` pixels a side):
+        Keras ``"same"`` at stride 1, explicit ``ZeroPadding2D(k // 2)`` + ``"valid"`` at 2."""
+        if stride == 1:
+            return x, "same"
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, data_format=self.data_format, name=name)(x)
+        return x, "valid"
+
     def conv(self, x, filters: int, kernel_size: int, stride: int, name: str, pad_name=None):
-        """Bias-free conv; 3x3 convs pad one pixel on every side like PyTorch's ``padding=1``."""
+        """Bias-free conv at nominal ``stride``; 3x3 convs pad like PyTorch's ``padding=1``
+        (``padding=rate`` when dilated)."""
+        rate = 1
         if kernel_size == 1:
             padding = "valid"
-        elif stride == 1:
-            padding = "same"
         else:
-            x = keras.layers.ZeroPadding2D(
-                kernel_size // 2, data_format=self.data_format, name=pad_name or f"{name}_pad"
-            )(x)
-            padding = "valid"
+            stride, rate = self._atrous(stride)
+            x, padding = self._pad(x, kernel_size, stride, pad_name or f"{name}_pad")
         return keras.layers.Conv2D(
-            filters, kernel_size, strides=stride, padding=padding, use_bias=False,
-            data_format=self.data_format, kernel_initializer=conv_initializer(), name=name,
+            filters, kernel_size, strides=stride, padding=padding, dilation_rate=rate,
+            use_bias=False, data_format=self.data_format, kernel_initializer=conv_initializer(),
+            name=name,
         )(x)
 
     def depthwise(self, x, stride: int, name: str):
-        """Bias-free depthwise 3x3 conv with PyTorch's symmetric one-pixel padding."""
-        if stride == 1:
-            padding = "same"
-        else:
-            x = keras.layers.ZeroPadding2D(1, data_format=self.data_format, name=f"{name}_pad")(x)
-            padding = "valid"
+        """Bias-free depthwise 3x3 conv at nominal ``stride``, PyTorch's symmetric padding."""
+        stride, rate = self._atrous(stride)
+        x, padding = self._pad(x, 3, stride, f"{name}_pad")
         return keras.layers.DepthwiseConv2D(
-            3, strides=stride, padding=padding, use_bias=False, data_format=self.data_format,
-            depthwise_initializer=conv_initializer(), name=name,
+            3, strides=stride, padding=padding, dilation_rate=rate, use_bias=False,
+            data_format=self.data_format, depthwise_initializer=conv_initializer(), name=name,
         )(x)
 
     def stem(self, x, stem: Stem):
@@ -365,11 +410,13 @@ def prepare(
     attention,
     reduction,
     dropout_rate,
+    output_stride,
 ) -> dict:
     """Checks every builder argument, calls the weights check, returns the resolved values."""
     from keras_coordatt import weights as weights_lib
 
     attention = check_attention(attention)
+    output_stride = check_output_stride(output_stride)
     alpha = check_alpha(alpha)
     reduction = resolve_reduction(attention, reduction)
     check_top_arguments(include_top, weights, pooling, classes, classifier_activation, dropout_rate)
@@ -388,6 +435,7 @@ def prepare(
         "reduction": reduction,
         "data_format": data_format,
         "input_shape": input_shape,
+        "output_stride": output_stride,
     }
 
 
@@ -395,8 +443,7 @@ def finish(inputs, outputs, weights, *, name: str | None, spec: ModelSpec, resol
     """The model carrying ``spec`` (see :mod:`.spec`), with ``weights`` loaded when not None
     (through ``keras_coordatt.weights.load_weights``)."""
     model = ModelWithSpec(
-        inputs, outputs, name=default_name(spec.family, spec.attention, spec.alpha, name),
-        spec=spec,
+        inputs, outputs, name=default_name(spec) if name is None else name, spec=spec,
     )
     if weights is not None:
         from keras_coordatt import weights as weights_lib
@@ -416,12 +463,13 @@ def make_spec(family: str, resolved: dict, *, include_top: bool, pooling, classe
     return ModelSpec(
         family=family, attention=resolved["attention"], alpha=resolved["alpha"],
         reduction=resolved["reduction"], input_shape=shape, include_top=bool(include_top),
-        pooling=pooling, classes=classes,
+        pooling=pooling, classes=classes, output_stride=resolved["output_stride"],
     )
 
 
-def default_name(family: str, attention: str | None, alpha: float, name: str | None) -> str:
-    if name is not None:
-        return name
-    suffix = f"_{attention}" if attention else ""
-    return f"{family}{suffix}_{alpha:.2f}"
+def default_name(spec: ModelSpec) -> str:
+    """``{family}[_{attention}]_{alpha:.2f}[_os{output_stride}]`` (no suffix at 32), e.g.
+    ``mobilenet_v2_ca_1.00`` or ``mobilenext_0.50_os16``."""
+    suffix = f"_{spec.attention}" if spec.attention else ""
+    stride = f"_os{spec.output_stride}" if spec.output_stride != 32 else ""
+    return f"{spec.family}{suffix}_{spec.alpha:.2f}{stride}"

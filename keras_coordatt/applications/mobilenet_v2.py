@@ -109,6 +109,7 @@ def MobileNetV2(
     attention: str | None = None,
     reduction: int | None = None,
     dropout_rate: float = 0.1,
+    output_stride: int = 32,
 ) -> keras.Model:
     """MobileNetV2 (Sandler et al. 2018) as in the CA paper's code, optionally with attention.
 
@@ -136,19 +137,26 @@ def MobileNetV2(
             (gives the paper's 3.89 M params at alpha 1.0).
         dropout_rate: dropout before the classifier: 0.1 as MBV2_CA (d-li14's code has none;
             dropout is inactive at inference so it does not change outputs).
+        output_stride: 32 (the classifier network), 16 or 8 for dense prediction: the
+            depthwise convs of ``block14`` (16; also ``block7`` for 8) run at stride 1 and the
+            later ones are dilated (rate 2, then 4; DeepLab convention, see
+            ``keras_coordatt.applications._blocks``). Same layers and weights as at 32, so
+            ``weights`` load unchanged; with include_top the classifier pools the denser map
+            (not the published accuracy).
 
     Returns:
-        A ``keras.Model``: ``(N, classes)`` with include_top, else the feature map or its pooled
-        ``(N, C)`` vector; C = 1280 for alpha <= 1.
+        A ``keras.Model``: ``(N, classes)`` with include_top, else the ``(N, ceil(H/os),
+        ceil(W/os), C)`` feature map (``os = output_stride``) or its pooled ``(N, C)`` vector;
+        C = 1280 for alpha <= 1.
     """
     resolved = _blocks.prepare(
         family=FAMILY, input_shape=input_shape, alpha=alpha, include_top=include_top,
         weights=weights, input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, attention=attention, reduction=reduction,
-        dropout_rate=dropout_rate,
+        dropout_rate=dropout_rate, output_stride=output_stride,
     )
     alpha, attention = resolved["alpha"], resolved["attention"]
-    blocks = _blocks.Blocks(resolved["data_format"])
+    blocks = _blocks.Blocks(resolved["data_format"], resolved["output_stride"])
     img_input, inputs = _blocks.make_input(resolved["input_shape"], input_tensor)
 
     plan = block_plan(alpha)
@@ -179,6 +187,7 @@ def MobileNetV2CA(
     *,
     reduction: int | None = None,
     dropout_rate: float = 0.1,
+    output_stride: int = 32,
 ) -> keras.Model:
     """MobileNetV2 with Coordinate Attention: ``MobileNetV2(attention="ca")``, the MBV2_CA of
     ``houqb/CoordAttention`` (3,950,648 params, 306.67 M MAdds at alpha 1.0 and 224x224).
@@ -190,5 +199,5 @@ def MobileNetV2CA(
         input_shape=input_shape, alpha=alpha, include_top=include_top, weights=weights,
         input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name, attention="ca",
-        reduction=reduction, dropout_rate=dropout_rate,
+        reduction=reduction, dropout_rate=dropout_rate, output_stride=output_stride,
     )

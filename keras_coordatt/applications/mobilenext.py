@@ -168,6 +168,7 @@ def _build(
     attention,
     reduction,
     dropout_rate,
+    output_stride: int = 32,
     transition_attention: str = "expand",
 ) -> keras.Model:
     if transition_attention not in TRANSITION_ATTENTION:
@@ -179,10 +180,10 @@ def _build(
         family=FAMILY, input_shape=input_shape, alpha=alpha, include_top=include_top,
         weights=weights, input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, attention=attention, reduction=reduction,
-        dropout_rate=dropout_rate,
+        dropout_rate=dropout_rate, output_stride=output_stride,
     )
     alpha, attention = resolved["alpha"], resolved["attention"]
-    blocks = _blocks.Blocks(resolved["data_format"])
+    blocks = _blocks.Blocks(resolved["data_format"], resolved["output_stride"])
     img_input, inputs = _blocks.make_input(resolved["input_shape"], input_tensor)
 
     plan = block_plan(alpha)
@@ -214,6 +215,7 @@ def MobileNeXt(
     attention: str | None = None,
     reduction: int | None = None,
     dropout_rate: float = 0.2,
+    output_stride: int = 32,
 ) -> keras.Model:
     """MobileNeXt, the official ``i2rnetv3`` (3,535,416 params at alpha 1.0), with optional
     attention (see the module docstring for where it goes).
@@ -233,16 +235,23 @@ def MobileNeXt(
         attention: None, ``"ca"``, ``"se"`` or ``"cbam"``.
         reduction: attention reduction ratio; None means 32 for CA, 24 for SE / CBAM.
         dropout_rate: dropout before the classifier (0.2 as the original).
+        output_stride: 32 (the classifier network), 16 or 8 for dense prediction. The stride
+            of a sandglass block sits on its *second* depthwise conv (``dw2``; ``dw1`` is always
+            stride 1): ``block13_dw2`` (16; also ``block6_dw2`` for 8) runs at stride 1 and
+            every later depthwise conv, ``dw1`` and ``dw2``, is dilated (rate 2, then 4;
+            DeepLab convention, see ``keras_coordatt.applications._blocks``). Same layers and
+            weights as at 32; with include_top the classifier pools the denser map.
 
     Returns:
-        A ``keras.Model``: ``(N, classes)`` with include_top, else the ``(N, H/32, W/32, C)``
-        feature map or its pooled ``(N, C)`` vector; C = 1280 for alpha <= 1.
+        A ``keras.Model``: ``(N, classes)`` with include_top, else the ``(N, ceil(H/os),
+        ceil(W/os), C)`` feature map (``os = output_stride``) or its pooled ``(N, C)`` vector;
+        C = 1280 for alpha <= 1.
     """
     return _build(
         input_shape=input_shape, alpha=alpha, include_top=include_top, weights=weights,
         input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name, attention=attention,
-        reduction=reduction, dropout_rate=dropout_rate,
+        reduction=reduction, dropout_rate=dropout_rate, output_stride=output_stride,
     )
 
 
@@ -259,6 +268,7 @@ def MobileNeXtCA(
     *,
     reduction: int | None = None,
     dropout_rate: float = 0.2,
+    output_stride: int = 32,
 ) -> keras.Model:
     """MobileNeXt with Coordinate Attention (``MobileNeXt(attention="ca")``).
 
@@ -271,5 +281,5 @@ def MobileNeXtCA(
         input_shape=input_shape, alpha=alpha, include_top=include_top, weights=weights,
         input_tensor=input_tensor, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name, attention="ca",
-        reduction=reduction, dropout_rate=dropout_rate,
+        reduction=reduction, dropout_rate=dropout_rate, output_stride=output_stride,
     )

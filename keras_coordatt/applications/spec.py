@@ -22,8 +22,12 @@ import keras
 
 FAMILIES = ("mobilenet_v2", "mobilenext")
 ATTENTIONS = (None, "ca", "se", "cbam")
+#: Accepted ``output_stride`` values (input size / last feature map size).
+OUTPUT_STRIDES = (8, 16, 32)
 _FIELDS = ("family", "attention", "alpha", "reduction", "input_shape", "include_top",
-           "pooling", "classes")
+           "pooling", "classes", "output_stride")
+#: The keys of a spec saved before ``output_stride`` existed (read as output_stride 32).
+_FIELDS_V1 = _FIELDS[:-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,8 @@ class ModelSpec:
         include_top: whether the model ends with the ``predictions`` classifier.
         pooling: None, ``"avg"`` or ``"max"`` (the builder argument, used without top).
         classes: number of classes (the builder argument, used with top).
+        output_stride: 8, 16 or 32, the stride of the last feature map (32: the strided network;
+            below 32 the later stages are dilated instead of strided).
     """
 
     family: str
@@ -50,6 +56,7 @@ class ModelSpec:
     include_top: bool
     pooling: str | None
     classes: int
+    output_stride: int = 32
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -60,6 +67,10 @@ class ModelSpec:
             raise ValueError(
                 f"`reduction` must be None exactly when attention is None, got "
                 f"attention={self.attention!r}, reduction={self.reduction!r}."
+            )
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(
+                f"`output_stride` must be one of {OUTPUT_STRIDES}, got {self.output_stride!r}."
             )
         shape = tuple(self.input_shape)
         if len(shape) != 3:
@@ -74,10 +85,14 @@ class ModelSpec:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelSpec:
-        """The spec of a :meth:`to_config` dict; ValueError for missing or unknown keys."""
-        if not isinstance(config, dict) or set(config) != set(_FIELDS):
+        """The spec of a :meth:`to_config` dict; ValueError for missing or unknown keys. A dict
+        without ``output_stride`` (saved by an earlier version) means output_stride 32."""
+        if not isinstance(config, dict) or set(config) not in (set(_FIELDS), set(_FIELDS_V1)):
             keys = sorted(config) if isinstance(config, dict) else type(config).__name__
-            raise ValueError(f"A ModelSpec config needs exactly the keys {_FIELDS}, got {keys}.")
+            raise ValueError(
+                f"A ModelSpec config needs exactly the keys {_FIELDS} (output_stride optional), "
+                f"got {keys}."
+            )
         return cls(**{**config, "input_shape": tuple(config["input_shape"])})
 
 
