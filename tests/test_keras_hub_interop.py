@@ -38,6 +38,7 @@ from keras_coordatt.interop.keras_hub import (
 from helpers import DATA_DIR, run_python
 
 PENNFUDAN_DIR = DATA_DIR / "pennfudan_small"
+to_numpy = keras.ops.convert_to_numpy
 
 
 def load_pennfudan() -> tuple[np.ndarray, np.ndarray, dict[str, list[list[float]]]]:
@@ -87,8 +88,8 @@ def test_pyramid_outputs_are_the_feature_extractor_maps(builder, attention):
     for key, stride in encoder.pyramid_strides.items():
         shape = (2, math.ceil(96 / stride), math.ceil(112 / stride), want[key].shape[-1])
         assert tuple(got[key].shape) == shape, key
-        np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]))
-    np.testing.assert_array_equal(np.asarray(encoder(crops)), np.asarray(want["P5"]))
+        np.testing.assert_array_equal(to_numpy(got[key]), to_numpy(want[key]))
+    np.testing.assert_array_equal(to_numpy(encoder(crops)), to_numpy(want["P5"]))
 
 
 def test_pyramid_keys_follow_the_true_strides():
@@ -130,7 +131,7 @@ def test_from_config_rebuilds_the_package_network():
     assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in encoder.layers]
     rebuilt.set_weights(encoder.get_weights())
     x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 96, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(rebuilt(x)), np.asarray(encoder(x)), rtol=0, atol=0)
+    np.testing.assert_allclose(to_numpy(rebuilt(x)), to_numpy(encoder(x)), rtol=0, atol=0)
 
 
 def test_deeplab_v3_plus_segmenter_trains_and_round_trips(tmp_path):
@@ -154,11 +155,11 @@ def test_deeplab_v3_plus_segmenter_trains_and_round_trips(tmp_path):
         run_eagerly=True,
     )
     ca_kernel = encoder.get_layer("block5_ca").weights[0]
-    before = np.asarray(ca_kernel).copy()
+    before = to_numpy(ca_kernel).copy()
     losses = fit_losses(segmenter, x, y, steps=2)
     assert len(losses) == 2 and np.isfinite(losses).all(), losses
-    assert not np.allclose(np.asarray(ca_kernel), before)  # gradients reach the CA layers
-    want = np.asarray(segmenter(x, training=False))
+    assert not np.allclose(to_numpy(ca_kernel), before)  # gradients reach the CA layers
+    want = to_numpy(segmenter(x, training=False))
     assert want.shape == (4, 64, 64, 2)
 
     path = tmp_path / "segmenter.keras"
@@ -166,7 +167,7 @@ def test_deeplab_v3_plus_segmenter_trains_and_round_trips(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded.backbone.image_encoder, CoordAttBackbone)
     assert loaded.backbone.image_encoder.coordatt_spec == encoder.coordatt_spec
-    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(loaded(x, training=False)), want, rtol=0, atol=1e-5)
 
 
 def test_retinanet_detector_trains_and_round_trips(tmp_path):
@@ -196,7 +197,7 @@ def test_retinanet_detector_trains_and_round_trips(tmp_path):
     assert isinstance(loaded.backbone.image_encoder, CoordAttBackbone)
     got, want = loaded(x, training=False), detector(x, training=False)
     for key in ("bbox_regression", "cls_logits"):
-        np.testing.assert_allclose(np.asarray(got[key]), np.asarray(want[key]), rtol=0, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(got[key]), to_numpy(want[key]), rtol=0, atol=1e-5)
 
 
 def test_keras_hub_is_optional():
