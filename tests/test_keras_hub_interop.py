@@ -75,6 +75,7 @@ def test_pyramid_outputs_are_the_feature_extractor_maps(builder, attention):
                     attention=attention)
     encoder = as_keras_hub_backbone(model)
     assert isinstance(encoder, keras_hub.models.FeaturePyramidBackbone)
+    assert encoder.image_shape == (None, None, 3)
     assert list(encoder.pyramid_outputs) == ["P1", "P2", "P3", "P4", "P5"]
     assert encoder.pyramid_strides == feature_strides(model) == {
         "P1": 2, "P2": 4, "P3": 8, "P4": 16, "P5": 32}

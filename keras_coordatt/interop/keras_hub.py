@@ -146,6 +146,11 @@ class CoordAttBackbone(FeaturePyramidBackbone):
         self.pyramid_strides = {hub: strides[key] for hub, key in levels.items()}
         self.pyramid_outputs = pyramid
 
+    @property
+    def image_shape(self) -> tuple[int | None, ...]:
+        """The input shape without the batch axis, as keras-hub backbones report it."""
+        return tuple(self.inputs[0].shape[1:])
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"spec": self.coordatt_spec.to_config(), "output_stride": self.output_stride})
