@@ -20,11 +20,13 @@ def test_version_and_public_api():
 
 
 def test_import_has_no_heavy_or_global_side_effects():
-    """`import keras_coordatt` must not import tfmot / tf_keras / TF-Hub / torch, nor flip
-    TF_USE_LEGACY_KERAS (tfmot does on import), so `tf.keras` stays Keras 3 for the user."""
+    """`import keras_coordatt` must not import tfmot / tf_keras / TF-Hub / torch / keras-hub,
+    nor flip TF_USE_LEGACY_KERAS (tfmot does on import), so `tf.keras` stays Keras 3 for the
+    user."""
     code = (
-        "import json, os, sys; import keras_coordatt, keras_coordatt.applications; "
-        "mods = ['tensorflow_model_optimization', 'tf_keras', 'tensorflow_hub', 'torch']; "
+        "import json, os, sys; import keras_coordatt, keras_coordatt.applications, "
+        "keras_coordatt.interop; mods = ['tensorflow_model_optimization', 'tf_keras', "
+        "'tensorflow_hub', 'torch', 'keras_hub']; "
         "print(json.dumps({'loaded': [m for m in mods if m in sys.modules], "
         "'legacy': os.environ.get('TF_USE_LEGACY_KERAS')}))"
     )
