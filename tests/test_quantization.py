@@ -296,3 +296,45 @@ def test_quantize_model_accepts_tf_keras_model(Q, tf_keras):
     model = tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D()(x))
     qat = Q.quantize_model(model, RNG.normal(size=(4, 16, 16, 8)).astype("float32"))
     assert {"QuantizeWrapperV2", "QuantizeLayer"} <= {type(lay).__name__ for lay in qat.layers}
+
+
+def test_depthwise_kernels_are_quantized_per_channel(Q, tf_keras, tmp_path):
+    """tfmot's default quantizes a depthwise kernel (kh, kw, C, 1) along its last axis: one
+    scale for all C channels. Ours keeps one range per channel (the NumPy per-channel maximum
+    of the kernel's absolute value), so the int8 file uses the full int8 range in every
+    depthwise channel."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_coordatt.export import export_tflite
+
+    model = _builder_model("MobileNeXtCA")
+    randomize_batchnorm(model)
+    images = RNG.normal(size=(8, 64, 64, 3)).astype("float32")
+    qat = Q.quantize_model(model, images)
+    wrapper = qat.get_layer("quant_block3_dw2")
+    kernel = model.get_layer("block3_dw2").kernel.numpy()  # (3, 3, C, 1)
+    ranges = {w.name.rsplit("/", 1)[-1]: w.numpy() for w in wrapper.non_trainable_weights
+              if "depthwise_kernel_m" in w.name}
+    channels = kernel.shape[2]
+    assert {name: value.shape for name, value in ranges.items()} == {
+        "depthwise_kernel_min:0": (channels,), "depthwise_kernel_max:0": (channels,)}
+    peak = np.abs(kernel).max(axis=(0, 1, 3))  # symmetric: [-max |w|, max |w|] per channel
+    np.testing.assert_allclose(ranges["depthwise_kernel_min:0"], -peak)
+    np.testing.assert_allclose(ranges["depthwise_kernel_max:0"], peak)
+
+    expected = qat.predict(images, verbose=0)
+    qat.save(tmp_path / "qat.h5")
+    with Q.quantize_scope():
+        loaded = tf_keras.models.load_model(tmp_path / "qat.h5")
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+
+    path = export_tflite(qat, tmp_path / "qat.tflite", mode="int8")
+    interpreter = Interpreter(str(path))
+    tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
+    filters = [interpreter.get_tensor(tensors[op["inputs"][1]]["index"])
+               for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
+    depthwise = [lay for lay in model.layers if isinstance(lay, keras.layers.DepthwiseConv2D)]
+    assert len(filters) == len(depthwise)
+    for values in filters:  # (1, kh, kw, C): each channel spans the int8 range
+        peak = np.abs(values.astype(np.int32)).reshape(-1, values.shape[-1]).max(axis=0)
+        assert np.all(peak[peak > 0] == 127), peak

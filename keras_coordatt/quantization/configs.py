@@ -9,6 +9,8 @@ quantization point, its output); :class:`OutputQuantizeConfig` quantizes only a 
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from keras_coordatt.quantization._deps import import_qat_stack
 from keras_coordatt.quantization._points import GATE, _QuantPointsLayer
 
@@ -16,6 +18,9 @@ tf, tf_keras, tfmot = import_qat_stack()
 
 _quantizers = tfmot.quantization.keras.quantizers
 _QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
+_DEFAULT_8BIT = "tensorflow_model_optimization.python.core.quantization.keras.default_8bit"
+_default_registry = import_module(f"{_DEFAULT_8BIT}.default_8bit_quantize_registry")
+_default_scheme = import_module(f"{_DEFAULT_8BIT}.default_8bit_quantize_scheme")
 
 # TFLite's int8 LOGISTIC output: scale 1/256, zero point -128, i.e. the range [0, 255/256].
 SIGMOID_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
@@ -45,6 +50,72 @@ class KernelQuantizer(_quantizers.LastValueQuantizer):
 
     def get_config(self):
         return {"tag": self.tag}
+
+
+@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
+class DepthwiseKernelQuantizer(_quantizers.LastValueQuantizer):
+    """8-bit symmetric quantizer of a depthwise kernel ``(kh, kw, C, m)``, per output channel.
+
+    tfmot's default quantizes "per axis" along the kernel's last axis, which for a depthwise
+    kernel is the depth multiplier ``m`` (1): one scale for all ``C * m`` channels. The TFLite
+    converter folds BatchNorm into the kernel and quantizes the result per channel, so a
+    per-tensor grid trained in QAT is re-rounded at conversion and the int8 file no longer
+    computes what the QAT model computed. Quantizing each of the ``C * m`` output channels on
+    its own grid makes the folded kernel land exactly on the converter's per-channel grid.
+    """
+
+    def __init__(self):
+        super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)
+
+    def build(self, tensor_shape, name, layer):
+        channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
+        return {
+            key: layer.add_weight(
+                f"{name}_{key[:3]}",
+                shape=(channels,),
+                initializer=tf_keras.initializers.Constant(start),
+                trainable=False,
+            )
+            for key, start in (("min_var", -6.0), ("max_var", 6.0))
+        }
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        shape = inputs.shape
+        per_channel = tf.reshape(inputs, (shape[0], shape[1], 1, shape[2] * shape[3]))
+        quantized = super().__call__(per_channel, training, weights, **kwargs)
+        return tf.reshape(quantized, shape)
+
+    def get_config(self):
+        return {}
+
+
+@tf_keras.saving.register_keras_serializable(package="keras_coordatt")
+class DepthwiseQuantizeConfig(_default_registry.Default8BitQuantizeConfig):
+    """tfmot's DepthwiseConv2D config with the kernel quantized per output channel
+    (:class:`DepthwiseKernelQuantizer`); activations as tfmot's default."""
+
+    def __init__(self):
+        super().__init__(["depthwise_kernel"], ["activation"], False)
+        self.weight_quantizer = DepthwiseKernelQuantizer()
+
+    def get_config(self):
+        return {}
+
+
+class QuantizeRegistry(_default_registry.Default8BitQuantizeRegistry):
+    """tfmot's default 8-bit registry with :class:`DepthwiseQuantizeConfig` for DepthwiseConv2D."""
+
+    def __init__(self):
+        super().__init__(disable_per_axis=False)
+        self._layer_quantize_map[tf_keras.layers.DepthwiseConv2D] = DepthwiseQuantizeConfig()
+
+
+class QuantizeScheme(_default_scheme.Default8BitQuantizeScheme):
+    """tfmot's default 8-bit scheme (layout transforms: Conv/BN/ReLU fusion) with
+    :class:`QuantizeRegistry`."""
+
+    def get_quantize_registry(self):
+        return QuantizeRegistry()
 
 
 @tf_keras.saving.register_keras_serializable(package="keras_coordatt")

@@ -11,6 +11,7 @@ from keras_coordatt.export._data import DataLike, iter_batches
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, widen_range
 from keras_coordatt.quantization import tf_keras_layers
 from keras_coordatt.quantization._deps import import_qat_stack
+from keras_coordatt.quantization.configs import QuantizeScheme
 from keras_coordatt.quantization.twin import to_tf_keras
 
 tf, tf_keras, tfmot = import_qat_stack()
@@ -91,7 +92,7 @@ def quantize_model(
     try:
         annotated = tf_keras.models.clone_model(float_model, clone_function=annotate_layer)
         with quantize_scope():
-            qat_model = _qk.quantize_apply(annotated)
+            qat_model = _qk.quantize_apply(annotated, scheme=QuantizeScheme())
     except (ValueError, RuntimeError, TypeError) as error:
         raise ValueError(f"tfmot cannot quantize {model.name!r}: {error}") from error
     if calibration_data is not None:

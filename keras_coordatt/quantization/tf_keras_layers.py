@@ -42,6 +42,8 @@ from keras_coordatt.quantization.configs import (  # noqa: F401
     SIGMOID_OUTPUT_RANGE,
     ActivationQuantizer,
     AttentionQuantizeConfig,
+    DepthwiseKernelQuantizer,
+    DepthwiseQuantizeConfig,
     KernelQuantizer,
     OutputQuantizeConfig,
     PassThroughQuantizer,
@@ -209,6 +211,8 @@ def custom_objects() -> dict:
         for cls in (
             *ATTENTION_LAYERS,
             KernelQuantizer,
+            DepthwiseKernelQuantizer,
+            DepthwiseQuantizeConfig,
             ActivationQuantizer,
             PassThroughQuantizer,
             SigmoidOutputQuantizer,
