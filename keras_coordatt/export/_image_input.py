@@ -64,13 +64,25 @@ class ImageInput:
         normalisation between it and the model's own input quantizer)."""
 
         def serve(pixels):
-            if qat:
-                pixels = tf.quantization.fake_quant_with_min_max_args(
-                    pixels, min=PIXEL_RANGE[0], max=PIXEL_RANGE[1], num_bits=8
-                )
-            return model(self.normalize(tf, pixels), training=False)
+            if not qat:
+                return model(self.normalize(tf, pixels), training=False)
+            low, high = PIXEL_RANGE
+            pixels = tf.quantization.fake_quant_with_min_max_args(pixels, min=low, max=high)
+            centred = self._fake_quant(tf, pixels - tf.constant(self.mean, tf.float32),
+                                       [low - m for m in self.mean], [high - m for m in self.mean])
+            scaled = centred * tf.constant([1.0 / s for s in self.std], tf.float32)
+            bounds = [(low - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+            tops = [(high - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+            return model(self._fake_quant(tf, scaled, bounds, tops), training=False)
 
         return serve
+
+    @staticmethod
+    def _fake_quant(tf, tensor, lows, highs):
+        """``tensor`` fake-quantized to one range covering every channel's (QAT conversion)."""
+        return tf.quantization.fake_quant_with_min_max_args(
+            tensor, min=min(min(lows), 0.0), max=max(max(highs), 0.0)
+        )
 
     def check_calibration(self, samples: np.ndarray) -> None:
         """ValueError unless the calibration samples are raw pixels (within 0..255)."""
@@ -103,6 +115,12 @@ def image_input(
     if int8_io:
         raise ValueError("input_type='uint8' and int8_io=True exclude each other: the uint8 "
                          "file takes pixels, int8_io makes the input int8.")
+    return ImageInput(*normalization_values(normalization, channels))
+
+
+def normalization_values(normalization, channels: int) -> tuple[tuple[float, ...], ...]:
+    """``(mean, std)``, one value per channel, from a ``(mean, std)`` pair of numbers or
+    sequences in pixel units; None gives ``preprocess_input``'s ImageNet statistics."""
     if normalization is None:
         from keras_coordatt.applications.imagenet_utils import IMAGENET_MEAN, IMAGENET_STD
 
@@ -115,4 +133,4 @@ def image_input(
     std = _per_channel(normalization[1], "std", channels)
     if any(s <= 0 for s in std):
         raise ValueError(f"normalization std must be positive, got {std}.")
-    return ImageInput(mean, std)
+    return mean, std

@@ -26,6 +26,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_coordatt.export._image_input import normalization_values
+
 MEDIAPIPE_EXTRA_HINT = (
     "TFLite metadata needs the flatbuffer schemas shipped with mediapipe: "
     "pip install 'keras-coordatt[mediapipe]'"
@@ -39,7 +41,7 @@ LABELS_FILE = "labels.txt"
 _PARSER_VERSION = {"segmenter": "1.5.0", "classifier": "1.0.0"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema(name: str):
     """The generated module ``mediapipe/tasks/metadata/{name}.py``, loaded from its file."""
     spec = importlib.util.find_spec("mediapipe")
@@ -78,17 +80,16 @@ def _image_input(meta, shape, dtype: str, normalization):
             raise ValueError("This file takes uint8 pixels and normalises them itself: "
                              "leave normalization=None.")
         mean, std = [0.0], [1.0]
+        low, high = [0.0], [255.0]
     elif dtype == "float32":
-        if normalization is None:
-            from keras_coordatt.applications.imagenet_utils import IMAGENET_MEAN, IMAGENET_STD
-
-            normalization = ([255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD])
-        mean, std = ([float(v) for v in values] for values in normalization)
+        mean, std = normalization_values(normalization, 3)
+        if len(set(mean)) == 1 and len(set(std)) == 1:  # one value: what MediaPipe accepts
+            mean, std = mean[:1], std[:1]
+        low = [(0.0 - m) / s for m, s in zip(mean, std, strict=True)]
+        high = [(255.0 - m) / s for m, s in zip(mean, std, strict=True)]
     else:
         raise ValueError(f"Image input of type {dtype}: TFLite metadata for images needs a "
                          "uint8 or float32 input (export with int8_io=False).")
-    low = [(0.0 - m) / s for m, s in zip(mean, std)] if dtype == "float32" else [0.0]
-    high = [(255.0 - m) / s for m, s in zip(mean, std)] if dtype == "float32" else [255.0]
     unit = meta.ProcessUnitT()
     unit.optionsType = meta.ProcessUnitOptions.NormalizationOptions
     unit.options = meta.NormalizationOptionsT()
