@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_coordatt.export._data import DataLike, iter_batches
+from keras_coordatt.export._dilation import direct_dilated_convolutions
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 
 MODES = ("float32", "float16", "dynamic", "int8")
@@ -287,7 +288,8 @@ def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps,
     tf = _import_tf()
     _check_finite_weights(model)
     quantized = mode in ("int8", "dynamic")
-    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext():
+    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext(), \
+            direct_dilated_convolutions(tf):
         graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size)
     samples = None
     if mode == "int8" and not qat:
