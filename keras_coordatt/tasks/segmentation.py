@@ -201,11 +201,13 @@ class _Head:
         self.axis = -1 if data_format == "channels_last" else 1
 
     def conv(self, x, filters: int, kernel_size: int, name: str, *, dilation: int = 1,
-             use_bias: bool = False):
+             classifier: bool = False):
+        """Bias-free conv (He init, as the backbone); the classifier has a bias and Keras'
+        Glorot init, so the first logits are O(1) instead of O(10)."""
         return keras.layers.Conv2D(
             filters, kernel_size, padding="same" if kernel_size > 1 else "valid",
-            dilation_rate=dilation, use_bias=use_bias, data_format=self.data_format,
-            kernel_initializer=conv_initializer(), name=name,
+            dilation_rate=dilation, use_bias=classifier, data_format=self.data_format,
+            kernel_initializer="glorot_uniform" if classifier else conv_initializer(), name=name,
         )(x)
 
     def bn_relu(self, x, prefix: str):
@@ -322,7 +324,7 @@ def DeepLabV3(
         factor = output_stride // strides["P2"]
         x = _decoder(head, x, low_level, factor, aspp_filters, projection_filters)
         final_stride = strides["P2"]
-    x = head.conv(x, num_classes, 1, "segmentation_head", use_bias=True)
+    x = head.conv(x, num_classes, 1, "segmentation_head", classifier=True)
     x = head.upsample(x, final_stride, "segmentation_upsample")
     default_name = f"deeplabv3{'plus' if decoder else ''}_{backbone.name}"
     return ImageSegmenter(
@@ -347,7 +349,10 @@ def _as_numpy(name: str, value) -> np.ndarray:
             raise ValueError(
                 f"`{name}` must be an array or tensor, got {type(value).__name__}."
             ) from error
-    return np.asarray(value)
+    value = np.asarray(value)
+    if value.dtype == object:
+        raise ValueError(f"`{name}` must be a numeric array or tensor, got {value!r:.80}.")
+    return value
 
 
 def _check_images(images: np.ndarray, data_format: str) -> tuple[int, int, int]:
