@@ -233,6 +233,31 @@ def test_qat_int8_and_float32_tflite_agree_per_pixel(tmp_path):
     assert (exported.argmax(-1) == expected.argmax(-1)).mean() >= 0.999
 
 
+@pytest.mark.tflite
+def test_dilated_convolutions_export_as_single_ops(tmp_path):
+    """The exporter's trace-time rewrite: same numbers, one CONV_2D / DEPTHWISE_CONV_2D each,
+    and tf.nn restored afterwards (for the ASPP here and the dilated backbones of issue 11)."""
+    import tensorflow as tf
+
+    from keras_coordatt.export import LiteRTModel, export_tflite, inspect_tflite
+    from keras_coordatt.export._dilation import direct_dilated_convolutions
+
+    inputs = keras.Input((12, 12, 8))
+    x = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=3)(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=2)(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="valid", dilation_rate=2)(x))
+    originals = (tf.nn.convolution, tf.nn.depthwise_conv2d)
+    with direct_dilated_convolutions(tf):
+        assert tf.nn.convolution is not originals[0]
+    assert (tf.nn.convolution, tf.nn.depthwise_conv2d) == originals
+    path = export_tflite(model, tmp_path / "dilated.tflite", isolate=False)
+    assert [op.name for op in inspect_tflite(path)] == [
+        "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
+    images = np.random.default_rng(4).normal(size=(2, 12, 12, 8)).astype("float32")
+    np.testing.assert_allclose(LiteRTModel(path)(images), model.predict(images, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------
