@@ -233,6 +233,20 @@ def test_qat_int8_and_float32_tflite_agree_per_pixel(tmp_path):
     assert (exported.argmax(-1) == expected.argmax(-1)).mean() >= 0.999
 
 
+@pytest.mark.qat
+def test_tf_keras_twin_computes_the_same_logits():
+    """quantize_model's first step: the tf_keras rebuild (UpSampling2D bilinear / nearest,
+    dilated convs, image pooling) computes what the Keras 3 model computes."""
+    from keras_coordatt.quantization import to_tf_keras
+
+    model = DeepLabV3(backbone("mobilenext", "se"), 3, decoder=True)
+    randomize_batchnorm(model, seed=5)
+    images, _ = pennfudan(64)
+    twin = to_tf_keras(model)
+    np.testing.assert_allclose(twin(images, training=False).numpy(),
+                               model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.tflite
 def test_dilated_convolutions_export_as_single_ops(tmp_path):
     """The exporter's trace-time rewrite: same numbers, one CONV_2D / DEPTHWISE_CONV_2D each,
