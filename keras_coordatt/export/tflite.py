@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_coordatt.export._data import DataLike, calibration_samples
+from keras_coordatt.export._dilation import direct_dilated_convolutions
 from keras_coordatt.export._image_input import ImageInput, image_input
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 
@@ -267,7 +268,8 @@ def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps,
         if pixels:
             pixels.check_calibration(samples)
     quantized = mode in ("int8", "dynamic")
-    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext():
+    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext(), \
+            direct_dilated_convolutions(tf):
         graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size,
                                                             pixels, mode, qat)
     request = {"mode": mode, "qat": qat, "int8_io": int8_io, "input": input_name,
