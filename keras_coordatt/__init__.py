@@ -1,12 +1,12 @@
 """keras-coordatt: Coordinate Attention (Hou, Zhou, Feng, CVPR 2021) for Keras 3.
 
-The core (``layers``, ``applications``) needs only ``keras``. Quantization, export and
+The core (``layers``, ``applications``, ``tasks``) needs only ``keras``. Quantization, export and
 TF-Hub helpers live in submodules that import TensorFlow, tf_keras and tfmot lazily.
 """
 
 __version__ = "0.1.0"
 
-from keras_coordatt import applications
+from keras_coordatt import applications, tasks
 from keras_coordatt.layers import CBAM, CoordAttention, SqueezeExcite
 
-__all__ = ["CBAM", "CoordAttention", "SqueezeExcite", "applications", "__version__"]
+__all__ = ["CBAM", "CoordAttention", "SqueezeExcite", "applications", "tasks", "__version__"]

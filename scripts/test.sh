@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the whole test suite (the README's test command).
-# 1. ruff; 2. every test on the TensorFlow backend; 3. the layer tests again on JAX and PyTorch.
+# 1. ruff; 2. every test on the TensorFlow backend; 3. the layer and DeepLabV3 tests marked
+# `backends` again on JAX and PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -9,6 +10,6 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 .venv/bin/python scripts/check_notebooks.py
 KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q "$@"
 for backend in jax torch; do
-  echo "== layer tests on the ${backend} backend"
-  KERAS_BACKEND="$backend" .venv/bin/python -m pytest -q -m backends tests/test_layers.py
+  echo "== layer and segmentation tests on the ${backend} backend"
+  KERAS_BACKEND="$backend" .venv/bin/python -m pytest -q -m backends tests/test_layers.py tests/test_deeplab.py
 done

@@ -3,11 +3,13 @@
 ``export_tflite`` needs the ``[tf]`` extra, ``inspect_tflite`` / ``evaluate_tflite`` the
 ``[litert]`` extra; both are imported only when a function is called, so importing this package
 is cheap. TF-Hub SavedModels: :func:`export_hub` (``[hub]`` extra, same lazy imports), the
-model card's details in a :class:`ModelCardInfo`.
+model card's details in a :class:`ModelCardInfo`. TFLite metadata for MediaPipe Tasks:
+:func:`write_metadata` (``[mediapipe]`` extra, for its flatbuffer schemas).
 """
 
 from keras_coordatt.export.hub import HubExport, export_hub
 from keras_coordatt.export.litert import LiteRTModel, evaluate_tflite
+from keras_coordatt.export.metadata import write_metadata
 from keras_coordatt.export.model_card import ModelCardInfo
 from keras_coordatt.export.tflite import (
     MODES,
@@ -32,4 +34,5 @@ __all__ = [
     "float_ops",
     "inspect_tflite",
     "is_qat_model",
+    "write_metadata",
 ]

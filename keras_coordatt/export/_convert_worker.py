@@ -53,6 +53,8 @@ def _converter(tf, function, request: dict, directory: Path):
         if request["int8_io"]:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+        elif request.get("uint8_input"):
+            converter.inference_input_type = tf.uint8
     return converter
 
 
@@ -67,12 +69,14 @@ def _widen_range():
     return ranges.widen_range
 
 
-def _widen_calibrated_ranges(calibrated: bytes, min_width: float) -> bytes:
+def _widen_calibrated_ranges(calibrated: bytes, min_width: float, pixel_input: bool) -> bytes:
     """Every tensor range the calibrator recorded, at least ``min_width`` wide.
 
     A tensor that is constant on the calibration data (a dead ReLU, a block whose input never
     fires) is recorded as ``[0, 0]``; the quantizer then gives it a scale near 1e-8, and
-    XNNPACK refuses to run the model (its requantization scales go out of range).
+    XNNPACK refuses to run the model (its requantization scales go out of range). With
+    ``pixel_input`` the model's input range is ``[0, 255]`` whatever the calibration images
+    held: scale 1 and zero point 0, so a uint8 input value is the pixel value.
     """
     import numpy as np
     from tensorflow.lite.tools import flatbuffer_utils
@@ -80,11 +84,13 @@ def _widen_calibrated_ranges(calibrated: bytes, min_width: float) -> bytes:
     widen_range = _widen_range()
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
     for subgraph in model.subgraphs:
-        for tensor in subgraph.tensors:
+        for index, tensor in enumerate(subgraph.tensors):
             quantization = tensor.quantization
             if quantization is None or quantization.min is None or quantization.max is None:
                 continue
             low, high = widen_range(quantization.min, quantization.max, min_width)
+            if pixel_input and index in subgraph.inputs:
+                low, high = [0.0], [255.0]
             quantization.min = np.asarray(low, dtype=np.float32)
             quantization.max = np.asarray(high, dtype=np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
@@ -96,9 +102,10 @@ def _quantize(tf, calibrated: bytes, request: dict) -> bytes:
     from tensorflow.lite.python.convert import mlir_quantize
 
     io_type = tf.int8 if request["int8_io"] else tf.float32
+    pixel_input = bool(request.get("uint8_input"))
     return mlir_quantize(
-        _widen_calibrated_ranges(calibrated, request["min_range_width"]),
-        input_data_type=io_type,
+        _widen_calibrated_ranges(calibrated, request["min_range_width"], pixel_input),
+        input_data_type=tf.uint8 if pixel_input else io_type,
         output_data_type=io_type,
     )
 

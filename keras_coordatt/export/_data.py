@@ -68,3 +68,34 @@ def _split(item) -> tuple[np.ndarray, np.ndarray | None]:
         labels = item[1] if len(item) > 1 else None
         return np.asarray(inputs), None if labels is None else np.asarray(labels)
     return np.asarray(item), None
+
+
+def _representative(data: DataLike, batch_size: int | None, steps: int | None, shape: tuple):
+    """A converter representative_dataset: float32 batches cut to the exported batch size."""
+
+    def generator() -> Iterator[list[np.ndarray]]:
+        count = 0
+        for inputs, _ in iter_batches(data):
+            inputs = np.asarray(inputs, dtype=np.float32)
+            if inputs.shape[1:] != shape:
+                raise ValueError(
+                    f"representative_dataset batch of shape {inputs.shape} does not match the "
+                    f"exported input shape (batch,) + {shape}."
+                )
+            size = batch_size or 1
+            for start in range(0, len(inputs) - size + 1, size):
+                if steps is not None and count >= steps:
+                    return
+                yield [inputs[start : start + size]]
+                count += 1
+
+    return generator
+
+
+def calibration_samples(data: DataLike, batch_size: int | None, steps: int | None,
+                        shape: tuple) -> np.ndarray:
+    """The converter's calibration inputs: ``(steps, batch, *shape)`` float32."""
+    samples = list(_representative(data, batch_size, steps, shape)())
+    if not samples:
+        raise ValueError("representative_dataset gave no calibration batch.")
+    return np.stack([batch for (batch,) in samples])

@@ -17,6 +17,8 @@ def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
         return values.astype(dtype)
+    if not scale and dtype == np.uint8:  # a uint8 image input: the file normalises the pixels
+        return np.clip(np.round(values), 0, 255).astype(dtype)
     if not scale:
         raise ValueError(f"Input tensor {detail['name']!r} is {dtype.name} without a scale.")
     info = np.iinfo(dtype)

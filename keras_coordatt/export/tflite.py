@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from keras_coordatt.export._data import DataLike, iter_batches
+from keras_coordatt.export._data import DataLike, calibration_samples
+from keras_coordatt.export._dilation import direct_dilated_convolutions
+from keras_coordatt.export._image_input import ImageInput, image_input
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 
 MODES = ("float32", "float16", "dynamic", "int8")
@@ -103,28 +104,6 @@ def _resolve_shape(model, input_shape) -> tuple:
 # ---------------------------------------------------------------------------------------------
 
 
-def _representative(data: DataLike, batch_size: int | None, steps: int | None, shape: tuple):
-    """A converter representative_dataset: float32 batches cut to the exported batch size."""
-
-    def generator() -> Iterator[list[np.ndarray]]:
-        count = 0
-        for inputs, _ in iter_batches(data):
-            inputs = np.asarray(inputs, dtype=np.float32)
-            if inputs.shape[1:] != shape:
-                raise ValueError(
-                    f"representative_dataset batch of shape {inputs.shape} does not match the "
-                    f"exported input shape (batch,) + {shape}."
-                )
-            size = batch_size or 1
-            for start in range(0, len(inputs) - size + 1, size):
-                if steps is not None and count >= steps:
-                    return
-                yield [inputs[start : start + size]]
-                count += 1
-
-    return generator
-
-
 def _check_backend(model) -> None:
     import keras
 
@@ -207,8 +186,10 @@ class _ConvertibleQuantization:
             variable.assign(value)
 
 
-def _frozen_graph(tf, model, shape, batch_size):
-    """``model(inputs, training=False)`` traced for one input signature, variables frozen.
+def _frozen_graph(tf, model, shape, batch_size, pixels: ImageInput | None = None, mode="",
+                  qat=False):
+    """``model(inputs, training=False)`` (or, for a uint8 image input, ``pixels.wrap``'s
+    normalisation then the model) traced for one input signature, variables frozen.
 
     Returns ``(graph_def, input_name, output_names)``. Frozen the way the converter freezes a
     concrete function itself (no lowering through a SavedModel: that kept a Keras 3 model's
@@ -218,19 +199,14 @@ def _frozen_graph(tf, model, shape, batch_size):
         convert_variables_to_constants_v2_as_graph,
     )
 
-    spec = tf.TensorSpec((batch_size, *shape), tf.float32, name="inputs")
-    serve = tf.function(lambda inputs: model(inputs, training=False), input_signature=[spec])
+    dtype = pixels.input_dtype(tf, mode) if pixels else tf.float32
+    spec = tf.TensorSpec((batch_size, *shape), dtype, name="inputs")
+    call = pixels.wrap(tf, model, qat) if pixels else lambda x: model(x, training=False)
+    serve = tf.function(call, input_signature=[spec])
     frozen, graph_def = convert_variables_to_constants_v2_as_graph(
         serve.get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
     )
     return graph_def, frozen.inputs[0].name, [tensor.name for tensor in frozen.outputs]
-
-
-def _calibration_samples(data, batch_size, steps, shape) -> np.ndarray:
-    samples = list(_representative(data, batch_size, steps, shape)())
-    if not samples:
-        raise ValueError("representative_dataset gave no calibration batch.")
-    return np.stack([batch for (batch,) in samples])
 
 
 def _run_converter(request: dict, graph_def, samples, isolate: bool) -> bytes:
@@ -283,17 +259,22 @@ def _convert_in_child(folder: Path) -> None:
 
 
 def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps, int8_io,
-             isolate) -> bytes:
+             isolate, pixels: ImageInput | None) -> bytes:
     tf = _import_tf()
     _check_finite_weights(model)
-    quantized = mode in ("int8", "dynamic")
-    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext():
-        graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size)
     samples = None
     if mode == "int8" and not qat:
-        samples = _calibration_samples(representative_dataset, batch_size, steps, shape)
+        samples = calibration_samples(representative_dataset, batch_size, steps, shape)
+        if pixels:
+            pixels.check_calibration(samples)
+    quantized = mode in ("int8", "dynamic")
+    with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext(), \
+            direct_dilated_convolutions(tf):
+        graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size,
+                                                            pixels, mode, qat)
     request = {"mode": mode, "qat": qat, "int8_io": int8_io, "input": input_name,
-               "outputs": output_names, "min_range_width": MIN_RANGE_WIDTH}
+               "outputs": output_names, "min_range_width": MIN_RANGE_WIDTH,
+               "uint8_input": pixels is not None}
     return _run_converter(request, graph_def, samples, isolate)
 
 
@@ -362,6 +343,8 @@ def export_tflite(
     representative_dataset: DataLike | None = None,
     *,
     int8_io: bool = False,
+    input_type: str = "float32",
+    normalization: tuple | None = None,
     input_shape: tuple[int, int, int] | None = None,
     batch_size: int | None = None,
     representative_steps: int | None = None,
@@ -384,6 +367,12 @@ def export_tflite(
             returning one; preprocessed exactly like the model's inputs. Ignored for QAT models.
         int8_io: with ``mode="int8"``, int8 input and output tensors instead of float ones (use
             each tensor's scale / zero point to (de)quantize; :func:`evaluate_tflite` does).
+        input_type: ``"uint8"``: the file takes uint8 RGB images (N, H, W, 3) and normalises
+            them itself, ``(pixels - mean) / std`` (what phone runtimes such as MediaPipe feed);
+            outputs stay float32; an int8 file's first op is the uint8 -> int8 ``QUANTIZE``.
+            ``representative_dataset`` then holds raw images (0..255).
+        normalization: ``(mean, std)`` for ``input_type="uint8"``, in pixel units, one value
+            or one per channel; default :func:`~keras_coordatt.applications.preprocess_input`'s.
         input_shape: the ``(H, W, C)`` to export a model built with ``(None, None, C)`` at.
         batch_size: fixed batch size of the exported graph; None (default) exports a dynamic
             batch (LiteRT's ``resize_tensor_input`` picks it; the default shape is batch 1).
@@ -400,15 +389,17 @@ def export_tflite(
     Raises:
         ValueError: unknown ``mode``; ``mode="int8"`` with neither a representative dataset nor
             a QAT model; ``int8_io`` without int8; a QAT model with another mode; an input shape
-            that is not fixed; a Keras 3 model on a non-TensorFlow backend; NaN or infinite
-            weights; with ``strict``, an int8 result with float ops (naming layers and tensors).
+            that is not fixed; a bad ``input_type`` / ``normalization``; a Keras 3 model on a
+            non-TensorFlow backend; NaN or infinite weights; with ``strict``, an int8 result with
+            float ops (naming layers and tensors).
         ConversionError: the converter raised, or crashed.
     """
     qat = _check_arguments(model, mode, representative_dataset, int8_io, batch_size)
     shape = _resolve_shape(model, input_shape)
+    pixels = image_input(input_type, normalization, mode, int8_io, shape[-1])
     _check_backend(model)
     flatbuffer = _convert(model, mode, qat, shape, batch_size, representative_dataset,
-                          representative_steps, int8_io, isolate)
+                          representative_steps, int8_io, isolate, pixels)
     path = Path(path)
     _write_atomically(path, flatbuffer)
     if mode == "int8" and strict:

@@ -38,6 +38,7 @@ _BUILTIN_KEYS: dict[str, tuple[str, ...]] = {
     "Activation": (),
     "Reshape": ("target_shape",),
     "Flatten": ("data_format",),
+    "UpSampling2D": ("size", "data_format", "interpolation"),
 }
 _ACTIVATION_KEYS = ("activation",)
 _REGULARIZER_KEYS = (
