@@ -2,7 +2,7 @@
 
 Examples:
     python applications/segmentation/evaluate.py --model runs/voc_ca/model.keras \\
-        --source voc --data-dir VOCdevkit/VOC2012 --val-split val --eval-size 513
+        --source voc --data-dir VOCdevkit/VOC2012 --val-split val --eval-size 512
     python applications/segmentation/evaluate.py --model runs/pf/model.keras \\
         --source pennfudan --data-dir ../shared/data/pennfudan --eval-size 224
 

@@ -105,19 +105,25 @@ def main(argv=None) -> int:
 
     report = {"keras": sd.segmentation_scores(keras_predict, val, num_classes)}
     report["keras"].update(agreement=1.0, file=args.model)
+    failed = {}
     for mode in args.modes:
         path = os.path.join(args.output_dir, f"segmenter_{mode}.tflite")
-        if mode == "float32":
-            export_tflite(model, path, mode="float32")
-        elif mode == "ptq":
-            export_tflite(model, path, mode="int8", representative_dataset=calibration)
-        else:
-            from keras_coordatt.quantization import quantize_model
+        try:
+            if mode == "float32":
+                export_tflite(model, path, mode="float32")
+            elif mode == "ptq":
+                export_tflite(model, path, mode="int8", representative_dataset=calibration)
+            else:
+                from keras_coordatt.quantization import quantize_model
 
-            qat = quantize_model(model, calibration_data=calibration)
-            if args.qat_steps:
-                fine_tune_qat(qat, args, num_classes)
-            export_tflite(qat, path, mode="int8")
+                qat = quantize_model(model, calibration_data=calibration)
+                if args.qat_steps:
+                    fine_tune_qat(qat, args, num_classes)
+                export_tflite(qat, path, mode="int8")
+        except ValueError as error:  # e.g. the strict all-int8 check: report, go on
+            print(f"{mode}: export failed: {error}", flush=True)
+            failed[mode] = str(error)
+            continue
         tflite = LiteRTModel(path)
         scores = sd.segmentation_scores(tflite, val, num_classes, reference=keras_predict)
         scores.update(file=path, size_bytes=os.path.getsize(path),
@@ -130,9 +136,10 @@ def main(argv=None) -> int:
               + " | ".join(f"{100 * v:.2f}" for v in scores["iou"]) + f" | {scores['file']}")
     for scores in report.values():
         scores.pop("confusion")
+    report.update({mode: {"error": message} for mode, message in failed.items()})
     with open(args.json or os.path.join(args.output_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Train DeepLabV3 on a keras_coordatt backbone (the CA paper's VOC / Cityscapes recipe).
 
 Defaults are the paper's setting (DeepLabV3 on MobileNetV2, Pascal VOC 2012): output stride 16,
-crop 513 (769 for Cityscapes), batch 16, SGD momentum 0.9, learning rate 0.007 with the poly
-schedule (power 0.9), weight decay 4e-5, random scale 0.5-2.0 and horizontal flips.
+batch 16, SGD momentum 0.9, learning rate 0.007 with the poly schedule (power 0.9), weight decay
+4e-5, random scale 0.5-2.0 and horizontal flips, crop 512 (768 for Cityscapes: the paper's
+513 / 769 are TF DeepLab's align-corners sizes; this DeepLabV3 upsamples by whole factors, so
+crops are multiples of the output stride).
 
 Examples:
     python applications/segmentation/train.py --source voc --data-dir VOCdevkit/VOC2012 \\
@@ -48,22 +50,24 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Penn-Fudan: images held out for validation")
     data.add_argument("--split-seed", type=int, default=0, help="Penn-Fudan: split seed")
     data.add_argument("--crop-size", type=int, default=None,
-                      help="training crop; default 513 (769 for cityscapes)")
+                      help="training crop, a multiple of the output stride; default 512 "
+                           "(768 for cityscapes): the paper's 513 / 769 are TF DeepLab's "
+                           "align-corners sizes, 16k + 1")
     data.add_argument("--eval-size", type=int, default=None,
                       help="evaluation: longer side resized to this, padded square; "
                            "default the crop size")
     data.add_argument("--base-size", type=int, default=None,
                       help="resize the shorter side to this before augmenting (small budgets; "
                            "the paper augments full-resolution images)")
-    data.add_argument("--scale-min", type=float, default=0.5)
-    data.add_argument("--scale-max", type=float, default=2.0)
+    data.add_argument("--scale-min", type=float, default=0.5, help="random scale, lowest")
+    data.add_argument("--scale-max", type=float, default=2.0, help="random scale, highest")
     data.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     data.add_argument("--cache", action="store_true", help="cache decoded images in memory")
 
 
 def finish_data_arguments(args: argparse.Namespace) -> argparse.Namespace:
     if args.crop_size is None:
-        args.crop_size = 769 if args.tfds_name == "cityscapes" and args.source == "tfds" else 513
+        args.crop_size = 768 if args.tfds_name == "cityscapes" and args.source == "tfds" else 512
     args.eval_size = args.eval_size or args.crop_size
     return args
 
@@ -91,16 +95,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--weights", default="imagenet",
                        help="backbone weights: imagenet, a preset, a .pth / .weights.h5 file, "
                             "or none")
-    model.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=16)
+    model.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=16,
+                       help="backbone output stride (ASPP rates 6/12/18 at 16, doubled at 8)")
     model.add_argument("--decoder", action="store_true", help="DeepLabV3+ decoder")
     train = parser.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=50)
+    train.add_argument("--epochs", type=int, default=50,
+                       help="VOC aug, batch 16: 50 epochs ~ 33k steps")
     train.add_argument("--steps-per-epoch", type=int, default=None,
                        help="default: one pass over the training set")
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=0.007)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--poly-power", type=float, default=0.9)
+    train.add_argument("--batch-size", type=int, default=16, help="images per step")
+    train.add_argument("--learning-rate", type=float, default=0.007, help="initial SGD rate")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    train.add_argument("--poly-power", type=float, default=0.9,
+                       help="poly schedule: lr * (1 - step / steps) ** power")
     train.add_argument("--weight-decay", type=float, default=4e-5,
                        help="SGD's decoupled decay (= an L2 penalty of this size for SGD)")
     train.add_argument("--seed", type=int, default=0)

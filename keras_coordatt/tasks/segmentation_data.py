@@ -188,7 +188,7 @@ def voc_dataset(root: str | os.PathLike, split: str = "train"):
 def _pennfudan_layout(root: Path) -> tuple[Path, Path]:
     """(images folder, masks folder) of a Penn-Fudan copy, in any of its three layouts."""
     for images, masks in (("images", "masks"), ("PNGImages", "PedMasks")):
-        if (root / images).is_dir() and (root / masks).is_dir():
+        if (root / images).is_dir() and any((root / masks).glob("*_mask.png")):
             return root / images, root / masks
     if root.is_dir() and any(root.glob("*_mask.png")):
         return root, root
@@ -491,7 +491,8 @@ def train_pipeline(
 
     Args:
         dataset: ``(image, mask)`` pairs (a source of this module).
-        crop_size: training crop (513 for VOC, 769 for Cityscapes in the paper).
+        crop_size: training crop; a multiple of the model's output stride for
+            :func:`keras_coordatt.tasks.DeepLabV3` (512 for VOC, 768 for Cityscapes).
         batch_size: images per batch.
         scale_range, flip: see :func:`random_scale_crop_flip`.
         base_size: if set, first resize each pair so its shorter side is ``base_size`` (small
