@@ -16,8 +16,10 @@ transformed together) or :func:`eval_pipeline` (resize the longer side, pad), bo
 images with the ImageNet mean pixel and masks with the ignore label, so padded pixels count in
 neither the loss nor ``MeanIoU``.
 
-Needs TensorFlow (and Pillow for the PNG masks); tensorflow-datasets only for
-:func:`tfds_dataset`.
+The transforms live in :mod:`keras_coordatt.tasks.segmentation_augment` and the scores
+(:func:`segmentation_scores`, NumPy) in :mod:`keras_coordatt.tasks.segmentation_metrics`; this
+module re-exports them. Needs TensorFlow (and Pillow for the PNG masks); tensorflow-datasets only
+for :func:`tfds_dataset`.
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_coordatt.applications.imagenet_utils import IMAGENET_MEAN
+from keras_coordatt.tasks.segmentation_augment import (
+    IGNORE_LABEL,
+    MEAN_PIXEL,
+    _resize_shorter,
+    check_labels,
+    random_scale_crop_flip,
+    resize_and_pad,
+)
+from keras_coordatt.tasks.segmentation_metrics import (
+    confusion_matrix,
+    iou_from_confusion,
+    segmentation_scores,
+)
 
-IGNORE_LABEL = 255
-# The ImageNet mean pixel in [0, 255]: padding with it gives 0 after preprocess_input.
-MEAN_PIXEL = tuple(255.0 * value for value in IMAGENET_MEAN)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 VOC_CLASSES = (
@@ -343,119 +354,6 @@ def tfds_dataset(
 
 # ---------------------------------------------------------------------------------------------
 # Transforms (image and mask together)
-# ---------------------------------------------------------------------------------------------
-
-
-def _resize_pair(image, mask, size):
-    """Image bilinear (float), mask nearest-neighbour, to ``size`` (height, width)."""
-    tf = _tf()
-    image = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear")
-    mask = tf.image.resize(mask[..., None], size, method="nearest")[..., 0]
-    return image, mask
-
-
-def _pad_pair(image, mask, height, width, ignore_label: int):
-    """Pads bottom/right to at least (height, width): image with the mean pixel, mask with the
-    ignore label."""
-    tf = _tf()
-    shape = tf.shape(mask)
-    pad_h = tf.maximum(height - shape[0], 0)
-    pad_w = tf.maximum(width - shape[1], 0)
-    paddings = [[0, pad_h], [0, pad_w]]
-    channels = [tf.pad(image[..., c], paddings, constant_values=MEAN_PIXEL[c]) for c in range(3)]
-    image = tf.stack(channels, axis=-1)
-    mask = tf.pad(mask, paddings, constant_values=ignore_label)
-    return image, mask
-
-
-def random_scale_crop_flip(
-    image,
-    mask,
-    crop_size: tuple[int, int],
-    *,
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    flip: bool = True,
-    ignore_label: int = IGNORE_LABEL,
-    seed=None,
-):
-    """DeepLab's training augmentation of one ``(image, mask)`` pair.
-
-    Random scale (one factor in ``scale_range`` for both axes; image bilinear, mask nearest),
-    padding to at least ``crop_size`` (image: mean pixel, mask: ``ignore_label``), a random
-    ``crop_size`` crop at the same offset in both, and a horizontal flip of both with
-    probability 1/2.
-
-    Args:
-        image: ``(H, W, 3)`` pixels in [0, 255] (any dtype).
-        mask: ``(H, W)`` integer labels.
-        crop_size: ``(height, width)`` of the output.
-        seed: an optional ``(2,)`` int tensor for stateless random ops (reproducible); None
-            uses the global random generator.
-
-    Returns:
-        ``(float32 (h, w, 3), uint8 (h, w))``.
-    """
-    tf = _tf()
-    height, width = crop_size
-    seeds = (None,) * 4 if seed is None else [
-        tf.random.experimental.stateless_fold_in(seed, i) for i in range(4)
-    ]
-
-    def uniform(index, shape, low, high, dtype=tf.float32):
-        if seeds[index] is None:
-            return tf.random.uniform(shape, low, high, dtype=dtype)
-        return tf.random.stateless_uniform(shape, seeds[index], low, high, dtype=dtype)
-
-    mask = tf.cast(mask, tf.uint8)
-    low, high = scale_range
-    shape = tf.cast(tf.shape(mask), tf.float32)
-    scale = uniform(0, [], low, high) if low != high else tf.constant(low, tf.float32)
-    size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
-    image, mask = _resize_pair(image, mask, size)
-    image, mask = _pad_pair(image, mask, height, width, ignore_label)
-    shape = tf.shape(mask)
-    top = uniform(1, [], 0, shape[0] - height + 1, tf.int32)
-    left = uniform(2, [], 0, shape[1] - width + 1, tf.int32)
-    image = image[top:top + height, left:left + width]
-    mask = mask[top:top + height, left:left + width]
-    if flip:
-        flipped = uniform(3, [], 0.0, 1.0) < 0.5
-        image = tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
-        mask = tf.cond(flipped, lambda: tf.reverse(mask, [1]), lambda: mask)
-    image.set_shape([height, width, 3])
-    mask.set_shape([height, width])
-    return image, mask
-
-
-def resize_and_pad(image, mask, size: int, *, ignore_label: int = IGNORE_LABEL):
-    """Evaluation preprocessing: resize so the longer side is ``size`` (aspect kept; image
-    bilinear, mask nearest), then pad to ``size x size`` (mean pixel / ``ignore_label``)."""
-    tf = _tf()
-    shape = tf.cast(tf.shape(mask), tf.float32)
-    scale = size / tf.reduce_max(shape)
-    new = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), 1)
-    image, mask = _resize_pair(image, tf.cast(mask, tf.uint8), new)
-    image, mask = _pad_pair(image, mask, size, size, ignore_label)
-    image.set_shape([size, size, 3])
-    mask.set_shape([size, size])
-    return image, mask
-
-
-def check_labels(mask, num_classes: int, ignore_label: int = IGNORE_LABEL):
-    """Raises (``InvalidArgumentError`` in ``tf.data``) on labels outside ``[0, num_classes)``
-    other than ``ignore_label``; returns the mask."""
-    tf = _tf()
-    valid = tf.logical_or(tf.cast(mask, tf.int32) < num_classes,
-                          tf.equal(tf.cast(mask, tf.int32), ignore_label))
-    check = tf.debugging.Assert(
-        tf.reduce_all(valid),
-        [f"mask labels must be in [0, {num_classes}) or {ignore_label} (the ignore label); "
-         "found max", tf.reduce_max(mask)],
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(mask)
-
-
 def _finish(image, mask, num_classes, ignore_label):
     from keras_coordatt.applications import preprocess_input
 
@@ -534,13 +432,6 @@ def train_pipeline(
     return dataset.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
-def _resize_shorter(image, mask, size: int):
-    tf = _tf()
-    shape = tf.cast(tf.shape(mask), tf.float32)
-    new = tf.cast(tf.round(shape * (size / tf.reduce_min(shape))), tf.int32)
-    return _resize_pair(image, tf.cast(mask, tf.uint8), new)
-
-
 def eval_pipeline(
     dataset,
     size: int,
@@ -563,31 +454,6 @@ def eval_pipeline(
     if cache:
         dataset = dataset.cache()
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def confusion_matrix(labels, predictions, num_classes: int,
-                     ignore_label: int = IGNORE_LABEL) -> np.ndarray:
-    """``(num_classes, num_classes)`` pixel counts (rows: true class, columns: predicted) over
-    the pixels whose label is not ``ignore_label`` (NumPy)."""
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    predictions = np.asarray(predictions).reshape(-1).astype(np.int64)
-    keep = labels != ignore_label
-    labels, predictions = labels[keep], predictions[keep]
-    if labels.size and (labels.max() >= num_classes or labels.min() < 0):
-        raise ValueError(f"labels outside [0, {num_classes}) other than {ignore_label}.")
-    return np.bincount(labels * num_classes + predictions,
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def iou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:
-    """``(mIoU, per-class IoU)`` from a confusion matrix; classes absent from both labels and
-    predictions get NaN and are left out of the mean."""
-    confusion = np.asarray(confusion, dtype=np.float64)
-    intersection = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, intersection / union, np.nan)
-    return float(np.nanmean(iou)) if np.any(union > 0) else float("nan"), iou
 
 
 def segmentation_source(
@@ -637,51 +503,6 @@ def segmentation_source(
                                else os.fspath(data_dir))
         return dataset, preset.class_names if preset else None
     raise ValueError(f"Unknown source {source!r}: use 'voc', 'pennfudan' or 'tfds'.")
-
-
-def segmentation_scores(
-    predict: Callable,
-    dataset,
-    num_classes: int,
-    *,
-    ignore_label: int = IGNORE_LABEL,
-    reference: Callable | None = None,
-) -> dict:
-    """Runs ``predict`` (images -> logits ``(B, H, W, num_classes)``) over ``(images, masks)``
-    batches and scores the argmax against the masks.
-
-    ``reference`` (another predict function, e.g. the Keras model next to a TFLite file) adds
-    ``"agreement"``: the fraction of labelled pixels (not ``ignore_label``, so not padding)
-    where both argmaxes are equal.
-
-    Returns:
-        ``{"mean_iou", "iou" (per class, NaN if absent), "pixel_accuracy", "confusion",
-        "pixels"}`` plus ``"agreement"`` with a reference.
-    """
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    same = counted = 0
-    for images, masks in dataset:
-        images = np.asarray(images)
-        masks = np.asarray(masks)
-        predicted = np.argmax(np.asarray(predict(images)), axis=-1)
-        confusion += confusion_matrix(masks, predicted, num_classes, ignore_label)
-        if reference is not None:
-            keep = masks != ignore_label
-            other = np.argmax(np.asarray(reference(images)), axis=-1)
-            same += int(np.sum((other == predicted) & keep))
-            counted += int(np.sum(keep))
-    mean_iou, iou = iou_from_confusion(confusion)
-    total = int(confusion.sum())
-    scores = {
-        "mean_iou": mean_iou,
-        "iou": iou.tolist(),
-        "pixel_accuracy": float(np.trace(confusion) / total) if total else float("nan"),
-        "confusion": confusion.tolist(),
-        "pixels": total,
-    }
-    if reference is not None:
-        scores["agreement"] = same / counted if counted else float("nan")
-    return scores
 
 
 __all__ = [
