@@ -46,6 +46,7 @@ if SMOKE:  # CI: offline, tiny and fast (see above)
     ALPHA, WEIGHTS = 0.5, "../tests/data/checkpoints/mbv2_ca_w0.5.pth"
     IMAGE_SIZE, BASE_SIZE = 96, 104
     BATCH_SIZE, EPOCHS, STEPS, VAL_IMAGES, LEARNING_RATE = 4, 1, 2, 4, 0.01
+    CALIBRATION_IMAGES = 4
     # A barely trained network has near-tied logits that int8 rounding flips: smoke mode
     # prints the agreement but does not check it.
     MIN_AGREEMENT = 0.0
@@ -53,6 +54,7 @@ else:
     ALPHA, WEIGHTS = 1.0, "imagenet"
     IMAGE_SIZE, BASE_SIZE = 256, 288
     BATCH_SIZE, EPOCHS, STEPS, VAL_IMAGES, LEARNING_RATE = 16, 10, None, 512, 0.01
+    CALIBRATION_IMAGES = 64
     MIN_AGREEMENT = 0.97  # int8 and Keras argmax must agree on >= 97 % of the pixels
 print(f"smoke mode: {SMOKE}; MobileNetV2CA alpha={ALPHA}, weights={WEIGHTS!r}, "
       f"{IMAGE_SIZE}x{IMAGE_SIZE} crops; outputs in {OUT}")
@@ -214,7 +216,7 @@ plt.show()
 from keras_coordatt.export import LiteRTModel, export_tflite
 
 calibration = np.concatenate(
-    [x for x, _ in sd.eval_pipeline(train_raw.take(32), IMAGE_SIZE, BATCH_SIZE)]
+    [x for x, _ in sd.eval_pipeline(train_raw.take(CALIBRATION_IMAGES), IMAGE_SIZE, BATCH_SIZE)]
 )
 int8_path = export_tflite(model, OUT / "pets_deeplabv3_ca_int8.tflite", mode="int8",
                           representative_dataset=calibration)

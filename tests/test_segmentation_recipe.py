@@ -41,6 +41,7 @@ def test_help(script):
             assert default in " ".join(text.split()), default
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores: three processes that each trace a model
 @pytest.mark.tflite
 def test_train_evaluate_export(tmp_path):
     out = tmp_path / "run"
