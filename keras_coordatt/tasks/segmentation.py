@@ -164,7 +164,7 @@ def _check_backbone(backbone) -> dict[str, str]:
             f"Backbone {backbone.name!r} is not a keras_coordatt.applications network with "
             f"include_top=False: {error}"
         ) from error
-    blocks = [name for stage, name, _ in stage_outputs(backbone) if stage.startswith("block")]
+    blocks = [name for stage, name, *_ in stage_outputs(backbone) if stage.startswith("block")]
     return {**layers, "aspp": blocks[-1]}
 
 
