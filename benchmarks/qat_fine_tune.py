@@ -50,7 +50,7 @@ def _dataset(images, labels, batch_size, shuffle_seed=None, size=SIZE):
 
 def run(model_name: str, alpha: float, float_images: int, qat_images: int, evaluate: int,
         seed: int = 0, train_size: int = 96, epochs: int = 6,
-        class_names: list[str] | None = None) -> dict:
+        class_names: list[str] | None = None, qat_epochs: int = 1) -> dict:
     import keras
 
     from keras_coordatt import applications
@@ -79,7 +79,8 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     test = _dataset(test_x[held_out], test_y[held_out], 20)
     result = {"model": model_name, "alpha": alpha, "size": SIZE, "classes": classes,
               "float_images": len(train_x), "epochs": epochs, "train_size": train_size,
-              "qat_images": min(qat_images, len(train_x)), "eval_images": len(held_out)}
+              "qat_images": min(qat_images, len(train_x)), "qat_epochs": qat_epochs,
+              "eval_images": len(held_out)}
 
     # Float training from scratch at train_size (fully convolutional: the same weights run at
     # 224), then the weights move into the 224x224 model that QAT fine-tunes and exports.
@@ -102,8 +103,8 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     qat = quantize_model(model, calibration_data=calibration)
     qat.compile(optimizer=tf_keras.optimizers.SGD(0.005, momentum=0.9),
                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    qat.fit(_dataset(train_x[:qat_images], train_y[:qat_images], 32, seed + 1), epochs=1,
-            verbose=2)  # at 224: also adapts the network to the larger objects
+    qat.fit(_dataset(train_x[:qat_images], train_y[:qat_images], 32, seed + 1),
+            epochs=qat_epochs, verbose=2)  # at 224: also adapts the network to the larger objects
     result["qat_seconds"] = time.perf_counter() - start
 
     path = export_tflite(qat, Path(tempfile.mkdtemp()) / "qat.tflite", mode="int8")
@@ -116,6 +117,13 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     runner = LiteRTModel(path)
     int8_probs = np.concatenate([runner(images[i : i + 1]) for i in range(len(images))])
     int8_pred = int8_probs.argmax(-1)
+    # The QAT model's own sensitivity: its argmax on the same images with +-0.5 grey level of
+    # uniform noise (below the input's int8 step of 1 grey level), i.e. how often a perturbation
+    # smaller than one rounding flips its decision. int8 rounding differs from the float
+    # simulation by such perturbations, so this is the floor the int8 agreement can reach.
+    noise = np.random.default_rng(seed + 2).uniform(-0.5, 0.5, images.shape) / 127.5
+    noisy_pred = qat.predict((images + noise).astype("float32"), verbose=0).argmax(-1)
+    result["qat_vs_itself_under_noise"] = float(np.mean(noisy_pred == qat_pred))
     top2 = np.sort(qat_probs, axis=-1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]  # QAT model's top-1 minus top-2 probability
     decisive = margin > 2.0 / 256  # more than two steps of the int8 softmax output (1/256)
@@ -148,10 +156,11 @@ def _markdown(results, command) -> str:
         "Real CIFAR-10 images (the subset bundled with the package) upsampled to 224x224; "
         "trained from scratch (no ImageNet weights offline), so top-1 is low: the point is "
         "that the int8 file computes what the QAT Keras model computes.", "",
-        "| model | alpha | float training | QAT imgs (224) | eval imgs (224) | float top-1 | "
-        "QAT top-1 | int8 top-1 | int8 vs QAT argmax | median QAT margin | agreement where "
-        "margin > 2/256 (share) | max / mean prob diff | float ops | int8 KB | minutes |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| model | alpha | float training | QAT imgs (224) x epochs | eval imgs (224) | "
+        "float top-1 | QAT top-1 | int8 top-1 | int8 vs QAT argmax | median QAT margin | "
+        "agreement where margin > 2/256 (share) | QAT vs itself, +-0.5 grey noise | "
+        "max / mean prob diff | float ops | int8 KB | minutes |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
@@ -160,11 +169,13 @@ def _markdown(results, command) -> str:
         lines.append(
             f"| {r['model']} | {r['alpha']} | {r['classes']} classes, {r['epochs']} x "
             f"{r['float_images']} imgs at "
-            f"{r['train_size']} | {r['qat_images']} | "
+            f"{r['train_size']} | {r['qat_images']} x {r.get('qat_epochs', 1)} | "
             f"{r['eval_images']} | {r['float_top1']:.1%} | {r['qat_top1']:.1%} | "
             f"{r['int8_top1']:.1%} | **{r['int8_vs_qat_argmax']:.1%}** | "
             f"{r['median_margin']:.3f} | {r['agreement_where_decisive'] or 0:.1%} "
-            f"({r['decisive_share']:.0%}) | {r['max_prob_diff']:.3f} / "
+            f"({r['decisive_share']:.0%}) | "
+            f"{r.get('qat_vs_itself_under_noise', float('nan')):.1%} | "
+            f"{r['max_prob_diff']:.3f} / "
             f"{r['mean_prob_diff']:.4f} | {len(r['float_ops'])} | {r['size_kb']:.0f} | "
             f"{(r['float_seconds'] + r['qat_seconds']) / 60:.1f} |"
         )
@@ -179,6 +190,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=6, help="float epochs at --train-size")
     parser.add_argument("--train-size", type=int, default=96)
     parser.add_argument("--qat-images", type=int, default=1000)
+    parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--classes", help="comma-separated CIFAR-10 class names (default: all)")
     parser.add_argument("--json", type=Path, help="run one alpha here, write its result")
@@ -187,7 +199,8 @@ def main(argv=None) -> int:
     if args.json:
         result = run(args.model, args.alphas[0], args.float_images, args.qat_images, args.eval,
                      train_size=args.train_size, epochs=args.epochs,
-                     class_names=args.classes.split(",") if args.classes else None)
+                     class_names=args.classes.split(",") if args.classes else None,
+                     qat_epochs=args.qat_epochs)
         args.json.write_text(json.dumps(result, indent=1))
         return 0
     results = []
@@ -199,6 +212,7 @@ def main(argv=None) -> int:
                  "--float-images", str(args.float_images), "--qat-images",
                  str(args.qat_images), "--eval", str(args.eval), "--epochs", str(args.epochs),
                  "--train-size", str(args.train_size), "--json", str(path),
+                 "--qat-epochs", str(args.qat_epochs),
                  *(["--classes", args.classes] if args.classes else [])],
                 check=False,
             )

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the whole test suite (the README's test command).
-# 1. ruff; 2. every test on the TensorFlow backend; 3. the layer and DeepLabV3 tests marked
-# `backends` again on JAX and PyTorch.
+# 1. ruff; 2. every test on the TensorFlow backend, in two pytest-xdist workers (one per core;
+# a test file stays in one worker); 3. the layer and DeepLabV3 tests marked `backends` again on
+# JAX and PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 .venv/bin/ruff check .
 .venv/bin/python scripts/check_notebooks.py
-KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q "$@"
+KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile \
+  --durations=15 "$@"
 for backend in jax torch; do
   echo "== layer and segmentation tests on the ${backend} backend"
   KERAS_BACKEND="$backend" .venv/bin/python -m pytest -q -m backends tests/test_layers.py tests/test_deeplab.py

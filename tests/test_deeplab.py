@@ -189,13 +189,27 @@ def test_a_few_training_steps_lower_the_loss_on_pennfudan():
     assert min(losses[-3:]) < 0.7 * losses[0], losses
 
 
+@pytest.mark.parametrize("family, stride", [("mobilenext", 16), ("mobilenet_v2", 8)])
+def test_dilated_backbones_give_the_deeplab_rates_and_sizes(family, stride):
+    """A real output-stride-16 / 8 backbone: ASPP sees a (64 / stride)^2 map, its 3x3 branches
+    use DeepLab's rates for that stride (6 / 12 / 18, doubled at 8), logits at the input size."""
+    net = backbone(family, "ca", output_stride=stride)
+    model = DeepLabV3(net, 3, decoder=True)
+    rates = [model.get_layer(f"aspp_branch{i}_conv").dilation_rate for i in (1, 2, 3)]
+    expected = (6, 12, 18) if stride == 16 else (12, 24, 36)
+    assert rates == [(rate, rate) for rate in expected]
+    assert tuple(model.get_layer("aspp_concat").output.shape[1:3]) == (64 // stride,) * 2
+    images, _ = pennfudan(64)
+    assert model.predict(images[:2], verbose=0).shape == (2, 64, 64, 3)
+
+
 def _int8_setup(tmp_path):
     from keras_coordatt.export import LiteRTModel, export_tflite, float_ops, inspect_tflite
     from keras_coordatt.quantization import quantize_model
 
     keras.utils.set_random_seed(3)
     images, _ = pennfudan(64)
-    model = DeepLabV3(backbone("mobilenet_v2", "ca"), 2, decoder=True)
+    model = DeepLabV3(backbone("mobilenet_v2", "ca", output_stride=16), 2, decoder=True)
     randomize_batchnorm(model, seed=3)
     qat = quantize_model(model, calibration_data=images)
     path = export_tflite(qat, tmp_path / "int8.tflite", mode="int8", isolate=False)

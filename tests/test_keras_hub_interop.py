@@ -106,6 +106,25 @@ def test_pyramid_keys_follow_the_true_strides():
         keras_hub_levels({"P1": 2, "P2": 6})
 
 
+def test_dilated_backbone_in_keras_hub_deeplab():
+    """Output stride 16: the deepest level takes keras-hub's key P4 (stride 16), and keras-hub's
+    DeepLabV3 on it, pooling P4 and upsampling by 16, segments at the input size."""
+    model = MobileNetV2(include_top=False, weights=None, alpha=0.35, input_shape=(64, 64, 3),
+                        attention="ca", output_stride=16)
+    encoder = as_keras_hub_backbone(model)
+    assert list(encoder.pyramid_outputs) == ["P1", "P2", "P3", "P4"]
+    images, _, _ = load_pennfudan()
+    crops = preprocess_input(images[:2, :64, :64])
+    got = keras.Model(encoder.inputs, encoder.pyramid_outputs)(crops)
+    deepest = feature_extractor(model)(crops)["P5"]
+    np.testing.assert_array_equal(to_numpy(got["P4"]), to_numpy(deepest))
+    deeplab = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, spatial_pyramid_pooling_key="P4", upsampling_size=16,
+        dilation_rates=[6, 12, 18])
+    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(backbone=deeplab, num_classes=2)
+    assert tuple(segmenter(crops).shape) == (2, 64, 64, 2)
+
+
 def test_bad_backbones_are_refused():
     with pytest.raises(ValueError, match="carries no ModelSpec"):
         as_keras_hub_backbone(keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)]))
