@@ -255,7 +255,7 @@ def test_tfds_pet_trimap_becomes_classes(monkeypatch):
 
 def test_cityscapes_label_ids_map_to_train_ids():
     ids = tf.constant([[0, 7, 8, 11, 26, 33, 34, 255]], tf.uint8)
-    expected = [[255, 0, 1, 2, 13, 18, 255, 255]]  # cityscapesScripts' labels.py
+    expected = [[255, 0, 1, 2, 13, 18, 255, 255]]  # cityscapesScripts' label table
     np.testing.assert_array_equal(sd._lookup(ids, sd.CITYSCAPES_TRAIN_IDS).numpy(), expected)
     assert sorted(set(sd.CITYSCAPES_TRAIN_IDS) - {255}) == list(range(19))
 

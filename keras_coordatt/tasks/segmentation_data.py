@@ -58,7 +58,7 @@ CITYSCAPES_CLASSES = (
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
     "motorcycle", "bicycle",
 )
-# cityscapesScripts' labels.py: label id (0..33) -> train id (0..18, 255 = ignored).
+# cityscapesScripts' label table: label id (0..33) -> train id (0..18, 255 = ignored).
 CITYSCAPES_TRAIN_IDS = (
     255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8,
     9, 10, 11, 12, 13, 14, 15, 255, 255, 16, 17, 18,
