@@ -359,3 +359,24 @@ def test_check_segmentation_batch_names_the_problem(case, message):
     }[case]
     with pytest.raises(ValueError, match=message):
         check_segmentation_batch(*bad, num_classes=2)
+
+
+def test_at_input_size_rebuilds_a_dynamic_segmenter_for_export():
+    """Built for any size, the image-pooling branch is a zeros + Add broadcast; at a fixed size
+    at_input_size gives it the UpSampling2D a fixed-size DeepLabV3 has (same layer classes),
+    with the same weights and outputs (oracle: the dynamic model on the same images)."""
+    from keras_coordatt.tasks import at_input_size
+
+    dynamic = DeepLabV3(backbone("mobilenext", "ca", size=None, output_stride=16), 2)
+    randomize_batchnorm(dynamic, seed=4)
+    fixed = at_input_size(dynamic, 64)
+    reference = DeepLabV3(backbone("mobilenext", "ca", size=64, output_stride=16), 2)
+    assert [type(layer).__name__ for layer in fixed.layers] == [
+        type(layer).__name__ for layer in reference.layers]
+    assert tuple(fixed.inputs[0].shape) == (None, 64, 64, 3)
+    assert isinstance(fixed, type(dynamic)) and fixed.num_classes == 2
+    images, _ = pennfudan(64)
+    np.testing.assert_allclose(fixed.predict(images, verbose=0),
+                               dynamic.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        at_input_size(dynamic, 60)

@@ -64,7 +64,8 @@ def test_train_evaluate_export(tmp_path):
     assert scores["mean_iou"] == pytest.approx(metrics["mean_iou"], abs=1e-6)  # same split
     assert re.search(r"IoU +person: +[\d.]+ %", text)
 
-    # (QAT: the same code path with --modes qat; too slow for this test on 2 cores)
+    # (QAT: the same code path with --modes qat; too slow for this test on 2 cores; the
+    # fixed-size rebuild it needs is tests/test_deeplab.py::test_at_input_size_*)
     text = run("export.py", "--model", str(out / "model.keras"), *DATA, "--batch-size", "2",
                "--calibration-images", "4", "--modes", "float32", "ptq",
                "--output-dir", str(tmp_path / "tflite"))

@@ -49,18 +49,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def fixed_size_copy(model, size: int):
-    """The same functional model (same weights) with a fixed (size, size, 3) input, which
-    quantize_model and the TFLite converter need."""
-    config = model.get_config()
-    for layer in config["layers"]:
-        if layer["class_name"] == "InputLayer":
-            layer["config"]["batch_shape"] = [None, size, size, 3]
-    fixed = type(model).from_config(config)
-    fixed.set_weights(model.get_weights())
-    return fixed
-
-
 def fine_tune_qat(qat, args, num_classes: int):
     import tf_keras
 
@@ -85,9 +73,10 @@ def main(argv=None) -> int:
 
     import keras_coordatt  # noqa: F401 - registers the attention layers
     from keras_coordatt.export import LiteRTModel, export_tflite, float_ops, inspect_tflite
+    from keras_coordatt.tasks import at_input_size
     from keras_coordatt.tasks import segmentation_data as sd
 
-    model = fixed_size_copy(keras.saving.load_model(args.model, compile=False), args.size)
+    model = at_input_size(keras.saving.load_model(args.model, compile=False), args.size)
     num_classes = model.output_shape[-1]
     raw_val, class_names = load_split(args, args.val_split)
     class_names = list(class_names or [str(i) for i in range(num_classes)])
