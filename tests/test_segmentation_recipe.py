@@ -51,6 +51,7 @@ def test_train_evaluate_export(tmp_path):
     for name in ("model.keras", "checkpoints/last.keras", "checkpoints/best.keras",
                  "train_log.csv", "metrics.json"):
         assert (out / name).is_file(), name
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["mean_iou"] <= 1 and set(metrics["iou"]) == {"background", "person"}
     assert metrics["params"] > 0 and metrics["madds"] > 0
