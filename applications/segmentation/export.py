@@ -118,11 +118,23 @@ def main(argv=None) -> int:
         scores.update(file=path, size_bytes=os.path.getsize(path),
                       float_ops=[op.name for op in float_ops(inspect_tflite(path))])
         report[mode] = scores
+        if mode == "qat":  # QAT fine-tuned the model: its file's oracle is the QAT model
+            def qat_predict(images, qat=qat):
+                return qat.predict_on_batch(images)
+
+            qat_scores = sd.segmentation_scores(qat_predict, val, num_classes)
+            scores["agreement_with_qat_model"] = sd.segmentation_scores(
+                tflite, val, num_classes, reference=qat_predict)["agreement"]
+            qat_scores.update(agreement=float("nan"), file="(QAT Keras model, tf_keras)")
+            report["qat_keras"] = qat_scores
     print(f"{'model':>8} | {'mIoU %':>7} | {'agreement with Keras %':>22} | "
           + " | ".join(f"IoU {name}" for name in class_names) + " | file")
     for name, scores in report.items():
         print(f"{name:>8} | {100 * scores['mean_iou']:7.2f} | {100 * scores['agreement']:22.2f} | "
               + " | ".join(f"{100 * v:.2f}" for v in scores["iou"]) + f" | {scores['file']}")
+    if "agreement_with_qat_model" in report.get("qat", {}):
+        print(f"qat file vs the QAT Keras model: "
+              f"{100 * report['qat']['agreement_with_qat_model']:.2f} % of pixels agree")
     for scores in report.values():
         scores.pop("confusion")
     report.update({mode: {"error": message} for mode, message in failed.items()})
