@@ -14,9 +14,9 @@ one on the real Penn-Fudan pedestrians (person vs background) and writes into
   ``--calibration`` training images (calibration data) and the held-out images (never trained
   on), named ``calib_*`` / ``heldout_*``.
 
-Usage (Penn-Fudan as in ``../shared/data/pennfudan``: ``images/*.jpg``, ``masks/*_mask.png``)::
+Usage (a Penn-Fudan copy with ``images/*.jpg`` and ``masks/*_mask.png``)::
 
-    python scripts/make_segmenter_fixture.py --data ../shared/data/pennfudan
+    python scripts/make_segmenter_fixture.py --data path/to/pennfudan
 
 About ten minutes on two busy CPU cores. Training is seeded, but not bit-reproducible across
 machines; the tests only rely on the committed files.

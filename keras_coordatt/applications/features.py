@@ -61,7 +61,7 @@ def _spatial_convs(model: keras.Model) -> list[tuple[str, int, int]]:
     return convs
 
 
-def _nominal_factors(model: keras.Model) -> dict[str, int]:
+def _nominal_factors(model: keras.Model) -> dict[str, tuple[int, int]]:
     """``{conv name: (true stride, nominal stride)}`` factor pairs of the spatial convs.
 
     With the DeepLab rule of the builders (``_blocks`` module docstring) the dilation rate only

@@ -16,6 +16,11 @@ import keras
 _ZEROS, _BROADCAST = "aspp_pool_zeros", "aspp_pool_upsample"
 
 
+def _spatial() -> slice:
+    """Where (H, W) sit in an (N, ...) image shape under Keras' image data format."""
+    return slice(2, 4) if keras.config.image_data_format() == "channels_first" else slice(1, 3)
+
+
 def _with_batch_shape(config: dict, height: int, width: int) -> dict:
     inputs = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
     if len(inputs) != 1:
@@ -23,8 +28,7 @@ def _with_batch_shape(config: dict, height: int, width: int) -> dict:
     shape = list(inputs[0]["config"]["batch_shape"])
     if len(shape) != 4:
         raise ValueError(f"Expected an image input (N, H, W, C) or (N, C, H, W), got {shape}.")
-    start = 2 if keras.config.image_data_format() == "channels_first" else 1
-    shape[start:start + 2] = [height, width]
+    shape[_spatial()] = [height, width]
     inputs[0]["config"]["batch_shape"] = shape
     return config
 
@@ -60,13 +64,10 @@ def at_input_size(model: keras.Model, height: int, width: int | None = None) -> 
     fixed = cls.from_config(copy.deepcopy(config))
     names = {layer.name for layer in fixed.layers}
     if _ZEROS in names and _BROADCAST in names:
-        shape = fixed.get_layer(_ZEROS).output.shape
-        size = tuple(shape[1:3]) if keras.config.image_data_format() == "channels_last" \
-            else tuple(shape[2:4])
+        size = tuple(fixed.get_layer(_ZEROS).output.shape[_spatial()])
         fixed = cls.from_config(_upsample_pooled_branch(config, size))
     output = fixed.outputs[0].shape
-    spatial = tuple(output[2:4] if keras.config.image_data_format() == "channels_first"
-                    else output[1:3])
+    spatial = tuple(output[_spatial()])
     if len(output) == 4 and spatial != (height, width):
         raise ValueError(
             f"{model.name!r} at {height}x{width} would segment at {spatial[0]}x{spatial[1]}: "

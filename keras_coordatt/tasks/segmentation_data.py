@@ -204,9 +204,9 @@ def _pennfudan_layout(root: Path) -> tuple[Path, Path]:
     if root.is_dir() and any(root.glob("*_mask.png")):
         return root, root
     raise ValueError(
-        f"{root} is not a Penn-Fudan folder: expected images/ + masks/ (as in ../shared/data/"
-        "pennfudan), PNGImages/ + PedMasks/ (the original release) or images and their "
-        "<name>_mask.png in one folder."
+        f"{root} is not a Penn-Fudan folder: expected images/ + masks/ "
+        "(images/<name>.jpg, masks/<name>_mask.png), PNGImages/ + PedMasks/ (the original "
+        "release) or images and their <name>_mask.png in one folder."
     )
 
 
