@@ -48,9 +48,25 @@ def _dataset(images, labels, batch_size, shuffle_seed=None, size=SIZE):
     return data.batch(batch_size).map(prepare).prefetch(2)
 
 
+def _load_folder(root: Path, split: str, class_names: list[str]):
+    """``root/<split>/<class>/*.jpg`` (the CIFAR-10 JPEG layout) -> uint8 images, labels."""
+    from keras_coordatt.datasets import _decode_jpeg
+
+    images, labels = [], []
+    for label, name in enumerate(class_names):
+        files = sorted((root / split / name).glob("*.jpg"))
+        if not files:
+            raise FileNotFoundError(f"No JPEGs in {root / split / name}: expected "
+                                    "<data-dir>/{train,test}/<class>/*.jpg.")
+        images += [_decode_jpeg(f.read_bytes()) for f in files]
+        labels += [label] * len(files)
+    return np.stack(images), np.asarray(labels, dtype="int64")
+
+
 def run(model_name: str, alpha: float, float_images: int, qat_images: int, evaluate: int,
         seed: int = 0, train_size: int = 96, epochs: int = 6,
-        class_names: list[str] | None = None, qat_epochs: int = 1) -> dict:
+        class_names: list[str] | None = None, qat_epochs: int = 1,
+        data_dir: Path | None = None) -> dict:
     import keras
 
     from keras_coordatt import applications
@@ -61,9 +77,16 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
 
     _, tf_keras, _ = import_qat_stack()
     keras.utils.set_random_seed(seed)
-    train_x, train_y = load_cifar10_subset("train")
-    test_x, test_y = load_cifar10_subset("test")
-    if class_names:  # a subset of the ten classes, relabelled 0..K-1
+    if data_dir is not None:  # the full CIFAR-10 as JPEG folders (5,000 train images a class)
+        from keras_coordatt.datasets import CIFAR10_CLASSES
+
+        class_names = class_names or list(CIFAR10_CLASSES)
+        train_x, train_y = _load_folder(data_dir, "train", class_names)
+        test_x, test_y = _load_folder(data_dir, "test", class_names)
+    else:
+        train_x, train_y = load_cifar10_subset("train")
+        test_x, test_y = load_cifar10_subset("test")
+    if class_names and data_dir is None:  # a subset of the ten classes, relabelled 0..K-1
         from keras_coordatt.datasets import CIFAR10_CLASSES
 
         wanted = [CIFAR10_CLASSES.index(name) for name in class_names]
@@ -101,7 +124,9 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     start = time.perf_counter()
     calibration = np.concatenate([x for x, _ in _dataset(train_x[:64], train_y[:64], 32)])
     qat = quantize_model(model, calibration_data=calibration)
-    qat.compile(optimizer=tf_keras.optimizers.SGD(0.005, momentum=0.9),
+    qat_steps = qat_epochs * -(-min(qat_images, len(train_x)) // 32)
+    qat.compile(optimizer=tf_keras.optimizers.SGD(  # cosine to 0: ends on a settled network
+        tf_keras.optimizers.schedules.CosineDecay(0.005, qat_steps), momentum=0.9),
                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     qat.fit(_dataset(train_x[:qat_images], train_y[:qat_images], 32, seed + 1),
             epochs=qat_epochs, verbose=2)  # at 224: also adapts the network to the larger objects
@@ -145,7 +170,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     return result
 
 
-def _markdown(results, command) -> str:
+def _markdown(results, command, full_cifar: bool) -> str:
     import tensorflow as tf
 
     lines = [
@@ -153,7 +178,10 @@ def _markdown(results, command) -> str:
         f"Command: `{command}`", "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"TensorFlow {tf.__version__}. Seed 0.", "",
-        "Real CIFAR-10 images (the subset bundled with the package) upsampled to 224x224; "
+        "Real CIFAR-10 images ("
+        + ("the full set as JPEG folders, `--data-dir`" if full_cifar
+           else "the subset bundled with the package")
+        + ") upsampled to 224x224; "
         "trained from scratch (no ImageNet weights offline), so top-1 is low: the point is "
         "that the int8 file computes what the QAT Keras model computes.", "",
         "| model | alpha | float training | QAT imgs (224) x epochs | eval imgs (224) | "
@@ -193,6 +221,9 @@ def main(argv=None) -> int:
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--classes", help="comma-separated CIFAR-10 class names (default: all)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="CIFAR-10 as <dir>/{train,test}/<class>/*.jpg (default: the "
+                             "bundled subset, 400 train images a class)")
     parser.add_argument("--json", type=Path, help="run one alpha here, write its result")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -200,7 +231,7 @@ def main(argv=None) -> int:
         result = run(args.model, args.alphas[0], args.float_images, args.qat_images, args.eval,
                      train_size=args.train_size, epochs=args.epochs,
                      class_names=args.classes.split(",") if args.classes else None,
-                     qat_epochs=args.qat_epochs)
+                     qat_epochs=args.qat_epochs, data_dir=args.data_dir)
         args.json.write_text(json.dumps(result, indent=1))
         return 0
     results = []
@@ -213,6 +244,7 @@ def main(argv=None) -> int:
                  str(args.qat_images), "--eval", str(args.eval), "--epochs", str(args.epochs),
                  "--train-size", str(args.train_size), "--json", str(path),
                  "--qat-epochs", str(args.qat_epochs),
+                 *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
                  *(["--classes", args.classes] if args.classes else [])],
                 check=False,
             )
@@ -222,8 +254,14 @@ def main(argv=None) -> int:
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.output:
-        command = "python benchmarks/qat_fine_tune.py " + " ".join(argv or sys.argv[1:])
-        args.output.write_text(_markdown(results, command))
+        words = list(argv or sys.argv[1:])
+        if args.data_dir:  # no machine paths in committed results
+            words = [("--data-dir=<cifar10-jpeg-dir>" if w.startswith("--data-dir=") else w)
+                     for w in words]
+            if "--data-dir" in words:
+                words[words.index("--data-dir") + 1] = "<cifar10-jpeg-dir>"
+        command = "python benchmarks/qat_fine_tune.py " + " ".join(words)
+        args.output.write_text(_markdown(results, command, args.data_dir is not None))
     return 0
 
 

@@ -42,8 +42,13 @@ SIZE = 224
 
 
 def load_images(folder: str | os.PathLike, size: int = SIZE, limit: int | None = None):
-    """JPEG / PNG files under ``folder`` (sorted), resized to ``size``, as float32 in [0, 255]."""
+    """JPEG / PNG files under ``folder`` (sorted), resized to ``size``, as float32 in [0, 255];
+    or the array saved in ``folder`` if it is a ``.npy`` file (what ``run_in_child`` callers
+    load once for all cases)."""
     import keras
+
+    if str(folder).endswith(".npy"):
+        return np.load(folder).astype("float32")[:limit]
 
     files = sorted(
         p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")
@@ -113,8 +118,10 @@ def run_case(family, attention, alpha, images, *, size=SIZE, fit_steps=1, seed=0
     result = {"family": family, "attention": attention, "alpha": alpha, "size": size}
     start = time.perf_counter()
     model = _build(family, attention, alpha, size, seed)
+    # This case already runs in a process of its own (run_in_child): the converter runs here,
+    # with tf_keras and tfmot loaded, which is the harder condition for it.
     ptq_path = export_tflite(model, folder / "ptq.tflite", mode="int8",
-                             representative_dataset=inputs)
+                             representative_dataset=inputs, isolate=False)
     result["ptq"] = compare(ptq_path, model.predict(inputs, verbose=0), inputs)
     result["ptq"]["seconds"] = time.perf_counter() - start
 
@@ -131,7 +138,7 @@ def run_case(family, attention, alpha, images, *, size=SIZE, fit_steps=1, seed=0
     result["qat"] = {"loss": float(history.history["loss"][-1]),
                      "finite_weights": bool(all(np.all(np.isfinite(w)) for w in
                                                 qat.get_weights()))}
-    qat_path = export_tflite(qat, folder / "qat.tflite", mode="int8")
+    qat_path = export_tflite(qat, folder / "qat.tflite", mode="int8", isolate=False)
     result["qat"].update(compare(qat_path, qat.predict(inputs, verbose=0), inputs))
     result["qat"]["seconds"] = time.perf_counter() - start
     return result
@@ -186,7 +193,8 @@ def _markdown(results: list[dict], command: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", required=True, help="folder of real images (JPEG/PNG)")
+    parser.add_argument("--images", required=True,
+                        help="folder of real images (JPEG/PNG), or a .npy of them at 224")
     parser.add_argument("--limit", type=int, default=8, help="images used (default 8)")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.35])
     parser.add_argument("--case", help="family:attention, run in this process")

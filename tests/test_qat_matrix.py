@@ -13,6 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,10 +39,12 @@ MEAN_STEPS = 5.1
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("qat_matrix")
+    images = folder / "images.npy"  # decoded once here, not in each of the eight children
+    np.save(images, qat_matrix.load_images(IMAGES))
 
     def run(case: str) -> dict:
         path = folder / (case.replace(":", "_") + ".json")
-        return qat_matrix.run_in_child(case, ALPHA, str(IMAGES), path, timeout=900)
+        return qat_matrix.run_in_child(case, ALPHA, str(images), path, timeout=900)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(CASES, pool.map(run, CASES), strict=True))

@@ -298,6 +298,31 @@ def test_quantize_model_accepts_tf_keras_model(Q, tf_keras):
     assert {"QuantizeWrapperV2", "QuantizeLayer"} <= {type(lay).__name__ for lay in qat.layers}
 
 
+def _two_depthwise_patterns() -> keras.Model:
+    """The two depthwise patterns of the builders, (N, 32, 32, 3) -> (N, 10): depthwise + BN +
+    ReLU6 (an inverted residual's middle) and depthwise + BN with no activation (MobileNeXt's
+    sandglass ends). Channel c of each depthwise kernel is scaled by 10**-u, u in [0, 2], so a
+    single per-tensor scale would leave most channels a few int8 levels."""
+    layers = keras.layers
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(
+        layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)))
+    y = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw_act")(x)
+    y = layers.ReLU(6.0)(layers.BatchNormalization()(y))
+    y = layers.BatchNormalization()(layers.Conv2D(16, 1, use_bias=False)(y))
+    x = layers.Add()([x, y])
+    x = layers.BatchNormalization()(
+        layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw_linear")(x))
+    model = keras.Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+    for name in ("dw_act", "dw_linear"):
+        kernel = model.get_layer(name).kernel
+        spread = 10.0 ** -RNG.uniform(0.0, 2.0, (1, 1, kernel.shape[2], 1))
+        kernel.assign(kernel.numpy() * spread.astype("float32"))
+    randomize_batchnorm(model)
+    return model
+
+
 def test_depthwise_kernels_are_quantized_per_channel(Q, tf_keras, tmp_path):
     """tfmot's default quantizes a depthwise kernel (kh, kw, C, 1) along its last axis: one
     scale for all C channels. Ours keeps one range per channel (the NumPy per-channel maximum
@@ -307,20 +332,20 @@ def test_depthwise_kernels_are_quantized_per_channel(Q, tf_keras, tmp_path):
 
     from keras_coordatt.export import export_tflite
 
-    model = _builder_model("MobileNeXtCA")
-    randomize_batchnorm(model)
-    images = RNG.normal(size=(8, 64, 64, 3)).astype("float32")
+    model = _two_depthwise_patterns()
+    images = RNG.normal(size=(8, 32, 32, 3)).astype("float32")
     qat = Q.quantize_model(model, images)
-    wrapper = qat.get_layer("quant_block3_dw2")
-    kernel = model.get_layer("block3_dw2").kernel.numpy()  # (3, 3, C, 1)
-    ranges = {w.name.rsplit("/", 1)[-1]: w.numpy() for w in wrapper.non_trainable_weights
-              if "depthwise_kernel_m" in w.name}
-    channels = kernel.shape[2]
-    assert {name: value.shape for name, value in ranges.items()} == {
-        "depthwise_kernel_min:0": (channels,), "depthwise_kernel_max:0": (channels,)}
-    peak = np.abs(kernel).max(axis=(0, 1, 3))  # symmetric: [-max |w|, max |w|] per channel
-    np.testing.assert_allclose(ranges["depthwise_kernel_min:0"], -peak)
-    np.testing.assert_allclose(ranges["depthwise_kernel_max:0"], peak)
+    for name in ("dw_act", "dw_linear"):
+        wrapper = qat.get_layer("quant_" + name)
+        kernel = model.get_layer(name).kernel.numpy()  # (3, 3, C, 1)
+        ranges = {w.name.rsplit("/", 1)[-1]: w.numpy() for w in wrapper.non_trainable_weights
+                  if "depthwise_kernel_m" in w.name}
+        channels = kernel.shape[2]
+        assert {name: value.shape for name, value in ranges.items()} == {
+            "depthwise_kernel_min:0": (channels,), "depthwise_kernel_max:0": (channels,)}
+        peak = np.abs(kernel).max(axis=(0, 1, 3))  # symmetric: [-max |w|, max |w|] per channel
+        np.testing.assert_allclose(ranges["depthwise_kernel_min:0"], -peak)
+        np.testing.assert_allclose(ranges["depthwise_kernel_max:0"], peak)
 
     expected = qat.predict(images, verbose=0)
     qat.save(tmp_path / "qat.h5")
@@ -333,8 +358,7 @@ def test_depthwise_kernels_are_quantized_per_channel(Q, tf_keras, tmp_path):
     tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
     filters = [interpreter.get_tensor(tensors[op["inputs"][1]]["index"])
                for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
-    depthwise = [lay for lay in model.layers if isinstance(lay, keras.layers.DepthwiseConv2D)]
-    assert len(filters) == len(depthwise)
+    assert len(filters) == 2
     for values in filters:  # (1, kh, kw, C): each channel spans the int8 range
         peak = np.abs(values.astype(np.int32)).reshape(-1, values.shape[-1]).max(axis=0)
-        assert np.all(peak[peak > 0] == 127), peak
+        assert np.all(peak == 127), peak
