@@ -133,6 +133,8 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     result["qat_seconds"] = time.perf_counter() - start
 
     path = export_tflite(qat, Path(tempfile.mkdtemp()) / "qat.tflite", mode="int8")
+    qat.save(path.with_suffix(".h5"))  # kept (with the .tflite) for a layer-by-layer look
+    result["files"] = str(path.parent)
     result["float_ops"] = [op.name for op in float_ops(inspect_tflite(path))]
     images = np.concatenate([x for x, _ in test])
     labels = np.concatenate([y for _, y in test])
@@ -142,6 +144,13 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     runner = LiteRTModel(path)
     int8_probs = np.concatenate([runner(images[i : i + 1]) for i in range(len(images))])
     int8_pred = int8_probs.argmax(-1)
+    # The same file on LiteRT's reference int8 kernels (no XNNPACK delegate): how much of the
+    # difference is the runtime's own rounding.
+    reference = LiteRTModel(path, reference_kernels=True)
+    reference_pred = np.concatenate(
+        [reference(images[i : i + 1]) for i in range(len(images))]).argmax(-1)
+    result["reference_kernels_vs_qat_argmax"] = float(np.mean(reference_pred == qat_pred))
+    result["reference_kernels_vs_xnnpack_argmax"] = float(np.mean(reference_pred == int8_pred))
     # The QAT model's own sensitivity: its argmax on the same images with +-0.5 grey level of
     # uniform noise (below the input's int8 step of 1 grey level), i.e. how often a perturbation
     # smaller than one rounding flips its decision. int8 rounding differs from the float

@@ -91,10 +91,17 @@ def _steps(path, reference, images) -> dict:
     return report
 
 
-@pytest.mark.slow
-def test_dead_units_keep_every_op_int8(Q, images, tmp_path):
+@pytest.fixture(scope="module")
+def dead_network(Q, images):
+    """``(model, qat)``: the dead-unit network and its QAT model calibrated on ``images`` (one
+    ``quantize_model`` for the tests below; a test that recalibrates it restores it)."""
     model = _dead_block_network()
-    qat = Q.quantize_model(model, calibration_data=images)
+    return model, Q.quantize_model(model, calibration_data=images)
+
+
+@pytest.mark.slow
+def test_dead_units_keep_every_op_int8(dead_network, images, tmp_path):
+    model, qat = dead_network
     ranges = _dead_block_ranges(qat)
     assert ranges["quant_block4_ca/pool_h_q"] == pytest.approx((0.0, MIN_RANGE_WIDTH))
     assert all(high - low >= MIN_RANGE_WIDTH * 0.999 for low, high in ranges.values()), ranges
@@ -119,12 +126,20 @@ def _smallest_scale(path, name_part: str) -> float:
 
 
 @pytest.mark.slow
-def test_degenerate_ranges_would_break_the_export_without_the_floor(Q, images, tmp_path):
+def test_degenerate_ranges_would_break_the_export_without_the_floor(Q, dead_network, images,
+                                                                     tmp_path):
     """The oracle can fail: converted as they are, the [0, 0] ranges give block 4 int8 scales
     near 1e-8 (XNNPACK refuses such a model) and the zero gammas a float conv; export_tflite
     converts them widened (without changing the model): all int8, sane scales, and it runs."""
-    qat = Q.quantize_model(_dead_block_network())
+    _, qat = dead_network
     Q.calibrate(qat, images, min_width=0.0)
+    try:
+        _check_the_floor(qat, images, tmp_path)
+    finally:
+        Q.calibrate(qat, images)  # as the fixture made it
+
+
+def _check_the_floor(qat, images, tmp_path) -> None:
     assert _dead_block_ranges(qat)["quant_block4_ca/pool_h_q"] == (0.0, 0.0)
     graph_def, input_name, outputs = tflite_module._frozen_graph(tf, qat, (SIZE, SIZE, 3), None)
     request = {"mode": "int8", "qat": True, "int8_io": False, "input": input_name,

@@ -41,10 +41,16 @@ class LiteRTModel:
     image by image for a fixed batch of 1) and returns float outputs (dequantized if needed).
     """
 
-    def __init__(self, path: str | os.PathLike, num_threads: int = 2):
-        interpreter_class, _ = _litert_interpreter_class()
+    def __init__(self, path: str | os.PathLike, num_threads: int = 2,
+                 reference_kernels: bool = False):
+        """``reference_kernels=True`` runs LiteRT's builtin kernels without the default
+        XNNPACK delegate (whose int8 kernels round some values differently)."""
+        interpreter_class, resolver = _litert_interpreter_class()
         self.path = os.fspath(path)
-        self.interpreter = interpreter_class(model_path=self.path, num_threads=num_threads)
+        options = ({"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+                   if reference_kernels else {})
+        self.interpreter = interpreter_class(model_path=self.path, num_threads=num_threads,
+                                             **options)
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
