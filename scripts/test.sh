@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the whole test suite (the README's test command).
 # 1. ruff; 2. every test on the TensorFlow backend, in two pytest-xdist workers (one per core;
-# a test file stays in one worker); 3. the layer and DeepLabV3 tests marked `backends` again on
+# a test file stays in one worker); 3. the layer, DeepLabV3 and surgery tests marked `backends` again on
 # JAX and PyTorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile \
   --durations=15 "$@"
 for backend in jax torch; do
-  echo "== layer and segmentation tests on the ${backend} backend"
-  KERAS_BACKEND="$backend" .venv/bin/python -m pytest -q -m backends tests/test_layers.py tests/test_deeplab.py
+  echo "== layer, segmentation and surgery tests on the ${backend} backend"
+  KERAS_BACKEND="$backend" .venv/bin/python -m pytest -q -m backends tests/test_layers.py tests/test_deeplab.py \
+    tests/test_surgery.py
 done

@@ -77,8 +77,8 @@ def _tiny(channels: int = 8, seed: int = 0) -> keras.Model:
 # Identity start, gradients, nesting: small models on every backend
 
 
-@pytest.mark.backends
-@pytest.mark.parametrize("attention", ["ca", "se", "cbam"])
+@pytest.mark.parametrize("attention", [pytest.param("ca", marks=pytest.mark.backends), "se",
+                                       "cbam"])
 @pytest.mark.parametrize("where", [["stem_bn"], "after_depthwise_activation",
                                    "residual_branch_end"])
 def test_identity_start_on_every_placement(attention, where, cifar_small):
@@ -103,16 +103,17 @@ def test_every_new_weight_trains(cifar_small):
     model = _tiny()
     new = add_attention(model, ["stem_bn", "dw_relu"], "ca", reduction=4)
     added = [layer for layer in new.layers if isinstance(layer, CoordAttention)]
-    start = {w.path: keras.ops.convert_to_numpy(w).copy() for a in added
+    start = {w.path: np.array(w.numpy()) for a in added
              for w in a.trainable_weights}
     new.compile(keras.optimizers.Adam(1e-2),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                run_eagerly=keras.backend.backend() == "tensorflow")  # fastest for 2 steps
     labels = np.arange(len(cifar_small)) % 10
     new.fit(cifar_small / 127.5 - 1, labels, batch_size=4, epochs=1, shuffle=False, verbose=0)
     assert len(cifar_small) // 4 >= 2
     for a in added:
         for weight in a.trainable_weights:
-            moved = np.abs(keras.ops.convert_to_numpy(weight) - start[weight.path]).max()
+            moved = np.abs(np.array(weight.numpy()) - start[weight.path]).max()
             assert moved > 0, weight.path
 
 
