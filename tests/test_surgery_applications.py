@@ -160,3 +160,22 @@ def test_qat_where_tfmot_takes_the_network(networks, cifar_small, tmp_path):
     _, mobilenet_v3, _ = networks["MobileNetV3Small"]
     with pytest.raises(ValueError, match="'rescaling.*Rescaling"):
         quantize_model(mobilenet_v3)
+
+
+def test_keras_hub_backbone(cifar_small):
+    """A keras-hub ResNetBackbone (a functional Backbone subclass) gets CA at the end of its
+    residual branches and keeps computing what it computed."""
+    import keras_hub
+
+    keras.utils.set_random_seed(3)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        use_pre_activation=False, image_shape=(SMALL, SMALL, 3),
+    )
+    calibrate_batchnorm(backbone, cifar_small / 127.5 - 1)
+    new = add_attention(backbone, "residual_branch_end")
+    added = [layer.name for layer in new.layers if isinstance(layer, CoordAttention)]
+    assert added == ["stack0_block0_2_bn_ca", "stack1_block0_2_bn_ca"]
+    images = cifar_small / 127.5 - 1
+    assert _relative(_run(new, images), _run(backbone, images)) <= 1e-4

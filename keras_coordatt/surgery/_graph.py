@@ -28,9 +28,9 @@ def check_functional(model: Any, what: str) -> None:
     name = getattr(model, "name", "?")
     if isinstance(model, keras.Sequential):
         raise ValueError(
-            f"{what} needs a functional model; {name!r} is a keras.Sequential. Rebuild it as "
-            "`keras.Model(inputs, outputs)` (e.g. `inputs = keras.Input(shape); "
-            "keras.Model(inputs, seq(inputs))` does not expose its layers; call them one by one)."
+            f"{what} needs a functional model; {name!r} is a keras.Sequential. Rebuild it with "
+            "the functional API: `x = inputs = keras.Input(shape)`, then `x = layer(x)` for "
+            "each of its layers, and `keras.Model(inputs, x)`."
         )
     if not isinstance(model, Functional):
         raise ValueError(
