@@ -11,7 +11,8 @@ epochs). Data: CIFAR-10 in JPEG folder layout (``--data-dir`` with ``train/<clas
 Example (the committed results, ``results/``)::
 
     python applications/attention_anywhere/finetune_compare.py \\
-        --weights tests/data/checkpoints/dli14_mobilenetv2_w0.35_legacy.pth --epochs 3
+        --weights tests/data/checkpoints/dli14_mobilenetv2_w0.35_legacy.pth --size 64 \\
+        --train-per-class 200 --epochs 3
 
 Prints a markdown table and writes it, with the command and machine, to ``--output``.
 """
