@@ -144,7 +144,8 @@ def add_attention(
         **attention_kwargs: other arguments of the attention layer (``min_channels``, ...).
 
     Returns:
-        A functional ``keras.Model`` with the same inputs, outputs and name.
+        A plain functional ``keras.Model`` with the same inputs, outputs and name (a builder's
+        ``ModelSpec`` is not carried over: the network is no longer the builder's).
 
     Raises:
         ValueError: a Sequential / subclassed model, an unknown layer name or rule, a selected
