@@ -8,5 +8,9 @@ __version__ = "0.1.0"
 
 from keras_coordatt import applications, tasks
 from keras_coordatt.layers import CBAM, CoordAttention, SqueezeExcite
+from keras_coordatt.surgery import add_attention, replace_attention
 
-__all__ = ["CBAM", "CoordAttention", "SqueezeExcite", "applications", "tasks", "__version__"]
+__all__ = [
+    "CBAM", "CoordAttention", "SqueezeExcite", "add_attention", "applications",
+    "replace_attention", "tasks", "__version__",
+]

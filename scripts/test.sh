@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs the whole test suite (the README's test command).
 # 1. ruff; 2. every test on the TensorFlow backend, in two pytest-xdist workers (one per core;
-# a test file stays in one worker); 3. the layer and DeepLabV3 tests marked `backends` again on
-# JAX and PyTorch, both at once (one per core; each prints its log when it ends).
+# a test file stays in one worker); 3. the layer, DeepLabV3 and surgery tests marked `backends`
+# again on JAX and PyTorch, both at once (one per core; each prints its log when it ends).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
@@ -16,13 +16,13 @@ backends=(jax torch)
 pids=()
 for backend in "${backends[@]}"; do
   KERAS_BACKEND="$backend" .venv/bin/python -m pytest -q -p no:cacheprovider -m backends \
-    tests/test_layers.py tests/test_deeplab.py >"$logs/$backend.log" 2>&1 &
+    tests/test_layers.py tests/test_deeplab.py tests/test_surgery.py >"$logs/$backend.log" 2>&1 &
   pids+=($!)
 done
 status=0
 for i in "${!backends[@]}"; do
   wait "${pids[$i]}" || status=1
-  echo "== layer and segmentation tests on the ${backends[$i]} backend"
+  echo "== layer, segmentation and surgery tests on the ${backends[$i]} backend"
   cat "$logs/${backends[$i]}.log"
 done
 rm -rf "$logs"
