@@ -71,7 +71,8 @@ def test_warmup_cosine_schedule():
 
 def tiny_model() -> keras.Model:
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              keras.layers.Dropout(0.5), keras.layers.Dense(1)])
     model.compile(CoupledSGD(0.05, momentum=0.9), "mse")
     return model
 
@@ -81,29 +82,39 @@ DATA = (np.linspace(-1, 1, 24, dtype="float32").reshape(8, 3), np.ones((8, 1), "
 
 @pytest.fixture(scope="module")
 def backup(tmp_path_factory):
-    """A backup after 2 epochs (kept: delete_checkpoint=False) and the model's weights then."""
+    """A backup after 2 epochs (kept: delete_checkpoint=False), the model's weights then, and
+    the weights of the same run after 3 epochs."""
     folder = tmp_path_factory.mktemp("backup")
     model = tiny_model()
-    model.fit(*DATA, epochs=2, batch_size=4, verbose=0,
+    model.fit(*DATA, epochs=2, batch_size=4, verbose=0, shuffle=False,
               callbacks=[VerifiedBackupAndRestore(folder, delete_checkpoint=False)])
-    return folder, weights_fingerprint(model)
+    after_two = weights_fingerprint(model)
+    model.fit(*DATA, epochs=3, initial_epoch=2, batch_size=4, verbose=0, shuffle=False)
+    return folder, after_two, weights_fingerprint(model)
 
 
 def copy_of(folder, tmp_path):
+    tmp_path.mkdir(exist_ok=True)
     import shutil
 
     return shutil.copytree(folder, tmp_path / "copy")
 
 
 def test_backup_restores_weights_optimizer_and_epoch(backup, tmp_path):
-    folder, fingerprint = backup
+    folder, after_two, after_three = backup
     assert backup_epoch(folder) == 2 and backup_epoch(tmp_path / "none") == 0
     assert sorted(os.listdir(folder)) == ["epoch-00002.weights.h5", "manifest.json"]
     model = tiny_model()
     callback = VerifiedBackupAndRestore(copy_of(folder, tmp_path), delete_checkpoint=False)
     history = model.fit(*DATA, epochs=2, batch_size=4, verbose=0, callbacks=[callback])
-    assert history.history == {} and weights_fingerprint(model) == fingerprint  # nothing left
+    assert history.history == {} and weights_fingerprint(model) == after_two  # nothing left
     assert int(model.optimizer.iterations.numpy()) == 4  # optimizer state restored too
+    # a fresh process's model resumed for epoch 3 = the run that went on (Dropout's generator
+    # state is restored too: without it the masks, hence the weights, differ)
+    model = tiny_model()
+    model.fit(*DATA, epochs=3, batch_size=4, verbose=0, shuffle=False,
+              callbacks=[VerifiedBackupAndRestore(copy_of(folder, tmp_path / "again"))])
+    assert weights_fingerprint(model) == after_three
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "missing"])

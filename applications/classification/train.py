@@ -179,28 +179,28 @@ def compile_model(model, args, steps: int) -> None:
     ])
 
 
-def make_callbacks(args, is_chief: bool) -> list:
+def make_callbacks(args, is_chief: bool, validation: bool) -> list:
+    """Checkpoints and the backup on every worker (the others save into deleted temporary
+    files: reading distributed variables may need all of them); logs on the chief."""
     import keras
 
     from keras_coordatt.training import SaveModelCheckpoint, VerifiedBackupAndRestore
 
     out = args.output_dir
-    # the backup goes last: an epoch counts as done once its logs and checkpoints are written
-    backup = VerifiedBackupAndRestore(os.path.join(out, "backup"), is_chief=is_chief)
-    if not is_chief:
-        return [backup]
-    callbacks = [
-        SaveModelCheckpoint(os.path.join(out, "checkpoints", "last.keras")),
-        keras.callbacks.CSVLogger(os.path.join(out, "train_log.csv"), append=True),
-    ]
-    if args.val_dir or args.tfds_name:
+    callbacks = [SaveModelCheckpoint(os.path.join(out, "checkpoints", "last.keras"),
+                                     is_chief=is_chief)]
+    if validation:
         callbacks.append(SaveModelCheckpoint(os.path.join(out, "checkpoints", "best.keras"),
-                                             monitor="val_accuracy"))
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs")))
-    else:
-        print("TensorBoard is not installed (pip install tensorboard): no logs/ written.")
-    return callbacks + [backup]
+                                             monitor="val_accuracy", is_chief=is_chief))
+    if is_chief:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, "train_log.csv"),
+                                                   append=True))
+        if importlib.util.find_spec("tensorboard") is not None:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs")))
+        else:
+            print("TensorBoard is not installed (pip install tensorboard): no logs/ written.")
+    # the backup goes last: an epoch counts as done once its logs and checkpoints are written
+    return callbacks + [VerifiedBackupAndRestore(os.path.join(out, "backup"), is_chief=is_chief)]
 
 
 def main(argv=None) -> int:
@@ -237,12 +237,12 @@ def main(argv=None) -> int:
           f"peak learning rate {args.learning_rate:g}", flush=True)
     began = time.time()
     model.fit(train, epochs=args.epochs, steps_per_epoch=steps, validation_data=val,
-              callbacks=make_callbacks(args, dist.is_chief), verbose=args.verbose,
+              callbacks=make_callbacks(args, dist.is_chief, val is not None),
+              verbose=args.verbose,
               shuffle=False)  # the stream is shuffled per epoch
     if args.sync_batchnorm:
         training.synchronize_batchnorm(model, False)  # loadable on any backend
-    if dist.is_chief:
-        training.save_model(model, os.path.join(args.output_dir, "model.keras"))
+    training.save_model(model, os.path.join(args.output_dir, "model.keras"), dist.is_chief)
     print(f"Trained in {time.time() - began:.0f} s; weights sha256 "
           f"{training.weights_fingerprint(model)}", flush=True)
     return 0

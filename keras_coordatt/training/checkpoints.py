@@ -1,7 +1,8 @@
 """Checkpoints that are written atomically and verified before they are read.
 
 * :class:`VerifiedBackupAndRestore`: ``keras.callbacks.BackupAndRestore`` whose backup
-  (weights + optimizer state at the end of each epoch) is written to a new file, fsynced,
+  (weights, optimizer state and the layers' random-generator states, e.g. Dropout's, at the end
+  of each epoch) is written to a new file, fsynced,
   renamed into place and then recorded with its SHA-256 in ``manifest.json`` (itself replaced
   atomically). A run killed at any moment (SIGKILL included) leaves the previous complete backup;
   the next ``fit`` with the same callback resumes after its epoch. A backup that does not match
@@ -19,6 +20,7 @@ import glob
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 
 import keras
@@ -69,9 +71,20 @@ def weights_fingerprint(model: keras.Model) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_model(model: keras.Model, path: str | os.PathLike) -> str:
+def _discarded_save(save, name: str) -> None:
+    """``save(path)`` into a temporary folder that is then removed: what the workers that are
+    not the chief do, since reading distributed variables may need every worker."""
+    with tempfile.TemporaryDirectory() as folder:
+        save(os.path.join(folder, name))
+
+
+def save_model(model: keras.Model, path: str | os.PathLike, is_chief: bool = True) -> str | None:
     """Saves ``model`` to ``path`` (``.keras``) atomically and writes ``path + ".sha256"``.
-    Returns the digest."""
+    Returns the digest. ``is_chief=False``: saves to a temporary file that is deleted (call it
+    on every worker of a multi-worker run) and returns None."""
+    if not is_chief:
+        _discarded_save(model.save, os.path.basename(os.fspath(path)))
+        return None
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = os.path.join(os.path.dirname(os.path.abspath(path)),
@@ -121,7 +134,8 @@ def load_model(path: str | os.PathLike, **kwargs) -> keras.Model:
 
 class SaveModelCheckpoint(keras.callbacks.Callback):
     """Saves the model with :func:`save_model` after each epoch (``monitor=None``) or when
-    ``logs[monitor]`` improves (``mode`` "max" or "min"). Writes nothing unless ``is_chief``."""
+    ``logs[monitor]`` improves (``mode`` "max" or "min"). Not ``is_chief``: saves and
+    discards (see :func:`save_model`)."""
 
     def __init__(self, path: str, monitor: str | None = None, mode: str = "max",
                  is_chief: bool = True):
@@ -130,8 +144,6 @@ class SaveModelCheckpoint(keras.callbacks.Callback):
         self.best = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.is_chief:
-            return
         if self.monitor is not None:
             value = (logs or {}).get(self.monitor)
             if value is None:
@@ -141,7 +153,7 @@ class SaveModelCheckpoint(keras.callbacks.Callback):
             if not better:
                 return
             self.best = value
-        save_model(self.model, self.path)
+        save_model(self.model, self.path, is_chief=self.is_chief)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +162,8 @@ class SaveModelCheckpoint(keras.callbacks.Callback):
 
 
 def read_manifest(backup_dir: str | os.PathLike) -> dict | None:
-    """The verified backup record ``{"epoch", "weights", "sha256"}`` of ``backup_dir``, or None
+    """The verified backup record ``{"epoch", "weights", "sha256", "seed_states"}`` of
+    ``backup_dir``, or None
     when there is no backup; CorruptCheckpointError when the record or its file is damaged."""
     path = os.path.join(os.fspath(backup_dir), MANIFEST)
     if not os.path.isfile(path):
@@ -165,7 +178,8 @@ def read_manifest(backup_dir: str | os.PathLike) -> dict | None:
             "to start the run over."
         ) from error
     verify_file(os.path.join(os.fspath(backup_dir), name), digest)
-    return {"epoch": int(epoch), "weights": name, "sha256": digest}
+    return {"epoch": int(epoch), "weights": name, "sha256": digest,
+            "seed_states": manifest.get("seed_states", [])}
 
 
 def backup_epoch(backup_dir: str | os.PathLike) -> int:
@@ -175,10 +189,18 @@ def backup_epoch(backup_dir: str | os.PathLike) -> int:
     return 0 if manifest is None else manifest["epoch"]
 
 
+def _seed_generators(model: keras.Model) -> list:
+    """The random generators of ``model``'s layers (Dropout, ...): their states are not in
+    ``save_weights``' files, and a resumed run needs them to draw the same masks."""
+    return [generator for layer in model._flatten_layers(include_self=True, recursive=True)
+            for generator in getattr(layer, "_seed_generators", [])]
+
+
 class VerifiedBackupAndRestore(keras.callbacks.BackupAndRestore):
     """``keras.callbacks.BackupAndRestore`` (end-of-epoch backups) with atomic writes and a
     verified restore (see the module docstring). ``is_chief=False`` restores but never writes
-    (the other workers of a multi-worker run, sharing the chief's ``backup_dir``)."""
+    (the other workers of a multi-worker run, sharing the chief's ``backup_dir``: they save
+    into a temporary folder that is removed)."""
 
     def __init__(self, backup_dir: str, delete_checkpoint: bool = True, is_chief: bool = True):
         super().__init__(os.fspath(backup_dir), save_freq="epoch",
@@ -194,10 +216,20 @@ class VerifiedBackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(self.backup_dir, manifest["weights"]))
+        states = manifest.get("seed_states", [])
+        generators = _seed_generators(self.model)
+        if len(states) != len(generators):
+            raise ValueError(
+                f"The backup in {self.backup_dir!r} holds {len(states)} random-generator states,"
+                f" the model has {len(generators)}: it was written by another model."
+            )
+        for generator, state in zip(generators, states, strict=True):
+            generator.state.assign(np.asarray(state, generator.state.dtype))
         self.model._initial_epoch = manifest["epoch"]  # as BackupAndRestore does
 
     def _save_model(self):
         if not self.is_chief:
+            _discarded_save(self.model.save_weights, "backup.weights.h5")
             return
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch-{self._current_epoch:05d}.weights.h5"
@@ -205,7 +237,9 @@ class VerifiedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.save_weights(partial, overwrite=True)
         _fsync(partial)
         record = {"epoch": self._current_epoch, "weights": name,
-                  "sha256": file_sha256(partial)}
+                  "sha256": file_sha256(partial),
+                  "seed_states": [np.asarray(g.state.numpy()).tolist()
+                                  for g in _seed_generators(self.model)]}
         os.replace(partial, os.path.join(self.backup_dir, name))
         _write_text_atomically(os.path.join(self.backup_dir, MANIFEST), json.dumps(record))
         for old in glob.glob(os.path.join(self.backup_dir, "epoch-*.weights.h5")):
