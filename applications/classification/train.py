@@ -134,8 +134,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     dist.add_argument("--devices", default=None,
                       help="comma-separated devices for mirrored / data_parallel")
     dist.add_argument("--tpu", default=None, help="TPU name or address (default: local)")
-    dist.add_argument("--sync-batchnorm", action="store_true",
-                      help="BatchNorm statistics over the global batch (tf.distribute)")
+    dist.add_argument("--sync-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                      help="BatchNorm statistics over the global batch (tf.distribute); default "
+                           "on for mirrored / multiworker / tpu with several replicas (Keras 3 "
+                           "keeps per-replica moving averages apart otherwise)")
     args = parser.parse_args(argv)
     check_model_arguments(parser, args)
     if args.learning_rate is None:
@@ -226,6 +228,8 @@ def main(argv=None) -> int:
     val = None if val_source is None else cd.eval_batches(
         val_source, args.batch_size, args.image_size, args.resize_size)
 
+    if args.sync_batchnorm is None:
+        args.sync_batchnorm = dist.strategy is not None and dist.num_replicas > 1
     with dist.scope():
         model = build_model(args, train_source.num_classes)
         if args.sync_batchnorm:
@@ -233,7 +237,8 @@ def main(argv=None) -> int:
         compile_model(model, args, steps)
     print(f"{model.name}: {train_source.num_examples} training images, "
           f"{train_source.num_classes} classes, {steps} steps x {args.epochs} epochs, global "
-          f"batch {args.batch_size} on {dist.num_replicas} replica(s) ({args.distribute}), "
+          f"batch {args.batch_size} on {dist.num_replicas} replica(s) ({args.distribute}"
+          f"{', synchronized BatchNorm' if args.sync_batchnorm else ''}), "
           f"peak learning rate {args.learning_rate:g}", flush=True)
     began = time.time()
     model.fit(train, epochs=args.epochs, steps_per_epoch=steps, validation_data=val,

@@ -93,6 +93,27 @@ def _is_chief_from_tf_config() -> bool:
     return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
 
 
+def _reduce_nests(strategy, tf) -> None:
+    """Makes ``strategy.reduce`` take what Keras 3's ``fit`` gives it under
+    ``MultiWorkerMirroredStrategy`` (TF 2.21; tensorflow/tensorflow#72388): the first batch, an
+    ``(x, y)`` nest (``MirroredStrategy`` maps over nests, this strategy takes one value), and
+    the per-replica scalar logs with ``axis=0`` (a scalar has no axis 0: reduce across replicas
+    only)."""
+    reduce = strategy.reduce
+
+    def reduce_one(reduce_op, value, axis):
+        if axis is not None:
+            local = strategy.experimental_local_results(value)[0]
+            if getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                axis = None
+        return reduce(reduce_op, value, axis=axis)
+
+    def reduce_each(reduce_op, value, axis=None):
+        return tf.nest.map_structure(lambda v: reduce_one(reduce_op, v, axis), value)
+
+    strategy.reduce = reduce_each
+
+
 def _tf_distribution(kind: str, devices: Sequence[str] | None, tpu: str | None) -> Distribution:
     tf = _tensorflow()
     if kind == "mirrored":
@@ -105,6 +126,7 @@ def _tf_distribution(kind: str, devices: Sequence[str] | None, tpu: str | None) 
                 "variable, which is not set: see applications/classification/README.md."
             )
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        _reduce_nests(strategy, tf)
         return Distribution(kind, strategy.num_replicas_in_sync, _is_chief_from_tf_config(),
                             strategy)
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
