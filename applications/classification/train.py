@@ -158,11 +158,18 @@ def build_model(args, num_classes: int):
     if args.attention is not None:
         options["attention"] = None if args.attention == "none" else args.attention
     if args.weights is None:
-        return builder(weights=None, classes=num_classes, classifier_activation=None, **options)
-    backbone = builder(weights=args.weights, include_top=False, pooling="avg", **options)
-    x = keras.layers.Dropout(args.dropout, name="dropout")(backbone.output)
-    logits = keras.layers.Dense(num_classes, name="predictions")(x)
-    return keras.Model(backbone.input, logits, name=f"{backbone.name}_finetune")
+        model = builder(weights=None, classes=num_classes, classifier_activation=None, **options)
+    else:
+        backbone = builder(weights=args.weights, include_top=False, pooling="avg", **options)
+        x = keras.layers.Dropout(args.dropout, name="dropout")(backbone.output)
+        logits = keras.layers.Dense(num_classes, name="predictions")(x)
+        model = keras.Model(backbone.input, logits, name=f"{backbone.name}_finetune")
+    if keras.mixed_precision.global_policy().compute_dtype == "float32":
+        return model
+    # mixed precision: the loss and metrics read float32 logits
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits_float32")(
+        model.output)
+    return keras.Model(model.input, logits, name=model.name)
 
 
 def compile_model(model, args, steps: int) -> None:
