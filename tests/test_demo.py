@@ -41,7 +41,7 @@ def demo_run(tmp_path_factory):
     completed = subprocess.run(
         [sys.executable, "-m", "keras_coordatt.cli", "demo", "--output", str(out),
          "--epochs", str(EPOCHS), "--qat-epochs", "1", "--qat-images", "512"],
-        cwd=ROOT, capture_output=True, text=True, env=environment, timeout=900,
+        cwd=ROOT, capture_output=True, text=True, env=environment, timeout=2400,
     )
     return completed, out
 
