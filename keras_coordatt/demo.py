@@ -2,8 +2,9 @@
 
 ``keras-coordatt demo`` (or ``python -m keras_coordatt.demo``) trains a MobileNetV2CA on the
 CIFAR-10 subset shipped with the package (4,000 training / 1,000 test images, 32x32) in the
-small-image configuration (output stride 8: a 4x4 last feature map), then compares the float Keras model, its float32 TFLite export, a post-training-quantized int8 export
-and a quantization-aware-trained int8 export: top-1, file size and LiteRT latency. Needs the
+small-image configuration (output stride 8: a 4x4 last feature map), then compares the float
+Keras model, its float32 TFLite export, a post-training-quantized int8 export and a
+quantization-aware-trained int8 export: top-1, file size and LiteRT latency. Needs the
 ``[qat,litert]`` extras. Everything it writes goes to ``--output`` (default ``demo_output``).
 
 The command line (its options) is :mod:`keras_coordatt.cli.demo`.

@@ -102,8 +102,9 @@ def train_and_evaluate(variant: str, seed: int, data: tuple, args: argparse.Name
     model = build_variant(variant, alpha=args.alpha, output_stride=args.output_stride,
                           classes=len(classes), size=x_train.shape[1])
     started = time.perf_counter()
-    fit_classifier(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                   learning_rate=args.learning_rate, seed=seed)
+    if args.epochs > 0:  # 0: the untrained network (a plumbing check)
+        fit_classifier(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, seed=seed)
     train_seconds = time.perf_counter() - started
     top1 = keras_accuracy(model, preprocess_images(x_test), y_test)
     return {"variant": variant, "seed": seed, "top1": top1, "train_seconds": train_seconds,
@@ -211,7 +212,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--extra-seeds", nargs="+", type=int, default=[],
                         help="more seeds for none / se / ca only")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=8,
+                        help="training epochs per run (0: evaluate untrained networks)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--alpha", type=float, default=0.5)
