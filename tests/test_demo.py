@@ -28,7 +28,7 @@ MIN_FLOAT_TOP1 = 0.14
 
 #: Every console line the demo itself prints (anything else is a library's log or warning).
 DEMO_LINE = re.compile(
-    r"$|\[\d/6\] |  \S|\| |Artifacts in "
+    r"$|\[\d/6\] |  \S|\||Artifacts in "
     # an epoch line of Keras 3 (float training) or tf_keras (QAT): steps, time, loss, accuracy
     r"|\d+/\d+ - \d+m?s - (?=.*loss: )[\w/ .:-]+$"
 )
