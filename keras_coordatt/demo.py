@@ -1,9 +1,10 @@
 """The end-to-end demo: MobileNetV2CA -> training -> QAT -> int8 TFLite, on real bundled images.
 
 ``keras-coordatt demo`` (or ``python -m keras_coordatt.demo``) trains a MobileNetV2CA on the
-CIFAR-10 subset shipped with the package (4,000 training / 1,000 test images, 32x32), then
-compares the float Keras model, its float32 TFLite export, a post-training-quantized int8 export
-and a quantization-aware-trained int8 export: top-1, file size and LiteRT latency. Needs the
+CIFAR-10 subset shipped with the package (4,000 training / 1,000 test images, 32x32) in the
+small-image configuration (output stride 8: a 4x4 last feature map), then compares the float
+Keras model, its float32 TFLite export, a post-training-quantized int8 export and a
+quantization-aware-trained int8 export: top-1, file size and LiteRT latency. Needs the
 ``[qat,litert]`` extras. Everything it writes goes to ``--output`` (default ``demo_output``).
 
 The command line (its options) is :mod:`keras_coordatt.cli.demo`.
@@ -22,6 +23,9 @@ from typing import Any
 import numpy as np
 
 from keras_coordatt.datasets import CIFAR10_CLASSES, load_cifar10_subset
+
+#: The small-image configuration: at 32x32, output stride 8 ends on a 4x4 map (stride 32: 1x1).
+SMALL_IMAGE_OUTPUT_STRIDE = 8
 
 
 def preprocess_images(images: np.ndarray) -> np.ndarray:
@@ -57,10 +61,12 @@ def build_classifier(alpha: float, weights: str | None, classes: int = 10):
     if weights is None:
         return MobileNetV2CA(
             input_shape=(32, 32, 3), alpha=alpha, weights=None, classes=classes,
-            classifier_activation=None, name="demo_mobilenetv2_ca",
+            classifier_activation=None, output_stride=SMALL_IMAGE_OUTPUT_STRIDE,
+            name="demo_mobilenetv2_ca",
         )
     backbone = MobileNetV2CA(
-        input_shape=(32, 32, 3), alpha=alpha, weights=weights, include_top=False, pooling="avg"
+        input_shape=(32, 32, 3), alpha=alpha, weights=weights, include_top=False, pooling="avg",
+        output_stride=SMALL_IMAGE_OUTPUT_STRIDE,
     )
     x = keras.layers.Dropout(0.1, name="dropout")(backbone.output)
     outputs = keras.layers.Dense(classes, name="predictions")(x)
@@ -138,10 +144,13 @@ def run_demo(
     weights: str | None = None,
     seed: int = 0,
     train_images: int | None = None,
+    qat_images: int | None = None,
 ) -> dict[str, Any]:
     """Runs the demo and returns the results table as a dict (also saved as results.json).
 
-    ``train_images`` keeps only that many training images (a balanced prefix; for quick runs).
+    The network is MobileNetV2CA in the small-image configuration (``output_stride=8``: the
+    32x32 inputs end on a 4x4 map). ``train_images`` keeps only that many training images (a
+    seeded random subset) and ``qat_images`` only that many of those for QAT (quick runs).
     """
     import keras
 
@@ -157,11 +166,11 @@ def run_demo(
     x_train, y_train, x_test, y_test = _load_data(train_images, seed)
     test_inputs = preprocess_images(x_test)
 
-    print(f"[2/6] Training MobileNetV2CA (alpha={alpha}, 32x32, weights={weights}) "
-          f"for {epochs} epochs")
+    print(f"[2/6] Training MobileNetV2CA (alpha={alpha}, 32x32, output stride "
+          f"{SMALL_IMAGE_OUTPUT_STRIDE}, weights={weights}) for {epochs} epochs")
     model = build_classifier(alpha, weights)
     fit_classifier(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
-         learning_rate=learning_rate, seed=seed)
+                   learning_rate=learning_rate, seed=seed)
     model.save(out / "mobilenetv2_ca.keras")
     float_accuracy = keras_accuracy(model, test_inputs, y_test)
     print(f"  float Keras top-1: {100 * float_accuracy:.1f} %")
@@ -176,17 +185,19 @@ def run_demo(
 
     print(f"[4/6] Quantization-aware training for {qat_epochs} epochs")
     qat_model = quantize_model(model, calibration_data=calibration)
-    fit_classifier(qat_model, x_train, y_train, epochs=qat_epochs, batch_size=batch_size,
-         learning_rate=learning_rate / 10, seed=seed + 1)
+    fit_classifier(qat_model, x_train[:qat_images], y_train[:qat_images], epochs=qat_epochs,
+                   batch_size=batch_size, learning_rate=learning_rate / 10, seed=seed + 1)
     qat_accuracy = keras_accuracy(qat_model, test_inputs, y_test)
+    print(f"  QAT Keras (fake-quant) top-1: {100 * qat_accuracy:.1f} %")
     qat_path = export_tflite(qat_model, out / "mobilenetv2_ca_qat_int8.tflite", mode="int8")
 
     print("[5/6] Evaluating the TFLite models with the LiteRT interpreter")
     rows = [("float Keras", None, float_accuracy), ("QAT Keras (fake-quant)", None, qat_accuracy)]
     for label, path in (("float32 TFLite", float_path), ("PTQ int8 TFLite", ptq_path),
                         ("QAT int8 TFLite", qat_path)):
-        print(f"  {label}")
-        result = evaluate_tflite(path, (test_inputs, y_test), num_threads=2)
+        result = evaluate_tflite(path, (test_inputs, y_test), num_threads=2,
+                                 progress=sys.stdout.isatty())
+        print(f"  {label}: top-1 {100 * result['accuracy']:.1f} %")
         rows.append((label, path, result["accuracy"]))
 
     print("[6/6] Measuring LiteRT latency (batch 1, 2 threads)")

@@ -12,7 +12,8 @@ from keras_coordatt.cli.base import Command
 #: The demo in one paragraph (the command's --help description).
 DESCRIPTION = """\
 ``keras-coordatt demo`` (or ``python -m keras_coordatt.demo``) trains a MobileNetV2CA on the
-CIFAR-10 subset shipped with the package (4,000 training / 1,000 test images, 32x32), then
+CIFAR-10 subset shipped with the package (4,000 training / 1,000 test images, 32x32; output
+stride 8, so the last feature map is 4x4), then
 compares the float Keras model, its float32 TFLite export, a post-training-quantized int8 export
 and a quantization-aware-trained int8 export: top-1, file size and LiteRT latency. Needs the
 ``[qat,litert]`` extras. Everything it writes goes to ``--output`` (default ``demo_output``).
@@ -33,15 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-images", type=int, default=None,
                         help="use only this many of the 4,000 training images (quick runs)")
+    parser.add_argument("--qat-images", type=int, default=None,
+                        help="quantization-aware training on only this many of them")
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the demo for parsed ``args``."""
+    from keras_coordatt._native_stderr import filtered_native_stderr
     from keras_coordatt.demo import run_demo
 
-    run_demo(args.output, alpha=args.alpha, epochs=args.epochs, qat_epochs=args.qat_epochs,
-             batch_size=args.batch_size, weights=args.weights, seed=args.seed,
-             train_images=args.train_images)
+    with filtered_native_stderr():  # TensorFlow / LiteRT start-up lines: see the module
+        run_demo(args.output, alpha=args.alpha, epochs=args.epochs, qat_epochs=args.qat_epochs,
+                 batch_size=args.batch_size, weights=args.weights, seed=args.seed,
+                 train_images=args.train_images, qat_images=args.qat_images)
     return 0
 
 
