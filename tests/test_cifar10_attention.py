@@ -63,12 +63,12 @@ def test_tiny_run_writes_results(models, tmp_path, monkeypatch):
     run = json.loads((out / "ca-w_seed0.json").read_text())
     assert run["test_images"] == 50 and run["train_images"] == 32
     assert 0.0 <= run["top1"] <= 1.0 and run["params"] == count_params(models["ca-w"])
-    text = (out / "results.md").read_text()
+    text = (out / cifar10_attention.RESULTS_FILE).read_text()
     assert "cifar10_attention.py --data-dir" in text and "| ca-w | 0 |" in text
     assert (out / "top1_vs_madds.png").stat().st_size > 0
     # --resume reuses the runs found instead of training: the table has both, in order
     (out / "none_seed0.json").write_text(json.dumps({**run, "variant": "none", "top1": 0.5}))
     assert cifar10_attention.main([*argv[:5], "none", *argv[5:], "--resume"]) == 0
-    rows = [line for line in (out / "results.md").read_text().splitlines()
+    rows = [line for line in (out / cifar10_attention.RESULTS_FILE).read_text().splitlines()
             if line.startswith(("| none", "| ca-w"))]
     assert rows[0].startswith("| none | 0 | 50.00 |") and rows[1].startswith("| ca-w | 0 |")

@@ -36,6 +36,10 @@ VARIANTS = {
 }
 
 
+
+RESULTS_FILE = "results.md"  # the table, written into --output-dir
+
+
 def load_folder(data_dir: Path, split: str, limit: int | None = None, seed: int = 0):
     """``(images uint8 (N, H, W, 3), labels int64 (N,), class names)`` of ``data_dir/split``.
 
@@ -257,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(runs)
     picture = plot(rows, args.output_dir / "top1_vs_madds.png")
     text = report(rows, args, (time.perf_counter() - started) / 60, picture)
-    (args.output_dir / "results.md").write_text(text)
+    (args.output_dir / RESULTS_FILE).write_text(text)
     print(text)
     return 0
 
