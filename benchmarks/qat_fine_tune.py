@@ -48,21 +48,6 @@ def _dataset(images, labels, batch_size, shuffle_seed=None, size=SIZE):
     return data.batch(batch_size).map(prepare).prefetch(2)
 
 
-def _load_folder(root: Path, split: str, class_names: list[str]):
-    """``root/<split>/<class>/*.jpg`` (the CIFAR-10 JPEG layout) -> uint8 images, labels."""
-    from keras_coordatt.datasets import _decode_jpeg
-
-    images, labels = [], []
-    for label, name in enumerate(class_names):
-        files = sorted((root / split / name).glob("*.jpg"))
-        if not files:
-            raise FileNotFoundError(f"No JPEGs in {root / split / name}: expected "
-                                    "<data-dir>/{train,test}/<class>/*.jpg.")
-        images += [_decode_jpeg(f.read_bytes()) for f in files]
-        labels += [label] * len(files)
-    return np.stack(images), np.asarray(labels, dtype="int64")
-
-
 def run(model_name: str, alpha: float, float_images: int, qat_images: int, evaluate: int,
         seed: int = 0, train_size: int = 96, epochs: int = 6,
         class_names: list[str] | None = None, qat_epochs: int = 1,
@@ -70,7 +55,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     import keras
 
     from keras_coordatt import applications
-    from keras_coordatt.datasets import load_cifar10_subset
+    from keras_coordatt.datasets import load_cifar10_subset, load_image_folder
     from keras_coordatt.export import LiteRTModel, export_tflite, float_ops, inspect_tflite
     from keras_coordatt.quantization import quantize_model
     from keras_coordatt.quantization._deps import import_qat_stack
@@ -81,8 +66,8 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
         from keras_coordatt.datasets import CIFAR10_CLASSES
 
         class_names = class_names or list(CIFAR10_CLASSES)
-        train_x, train_y = _load_folder(data_dir, "train", class_names)
-        test_x, test_y = _load_folder(data_dir, "test", class_names)
+        train_x, train_y, _ = load_image_folder(data_dir / "train", class_names)
+        test_x, test_y, _ = load_image_folder(data_dir / "test", class_names)
     else:
         train_x, train_y = load_cifar10_subset("train")
         test_x, test_y = load_cifar10_subset("test")
@@ -132,7 +117,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
             epochs=qat_epochs, verbose=2)  # at 224: also adapts the network to the larger objects
     result["qat_seconds"] = time.perf_counter() - start
 
-    path = export_tflite(qat, Path(tempfile.mkdtemp()) / "qat.tflite", mode="int8")
+    path = Path(export_tflite(qat, Path(tempfile.mkdtemp()) / "qat.tflite", mode="int8"))
     qat.save(path.with_suffix(".h5"))  # kept (with the .tflite) for a layer-by-layer look
     result["files"] = str(path.parent)
     result["float_ops"] = [op.name for op in float_ops(inspect_tflite(path))]

@@ -47,3 +47,29 @@ def load_cifar10_subset(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
             images.append(_decode_jpeg(archive.read(name)))
             labels.append(CIFAR10_CLASSES.index(parts[1]))
     return np.stack(images), np.asarray(labels, dtype="int64")
+
+
+def load_image_folder(
+    root: str | Path, class_names: list[str] | tuple[str, ...] | None = None,
+    per_class: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Reads ``root/<class>/*.jpg`` (the layout of CIFAR-10 as JPEG folders).
+
+    Returns ``(images, labels, class_names)``: uint8 ``(N, H, W, 3)``, int64 ``(N,)`` indices
+    into ``class_names`` (default: the sorted sub-folder names), files in sorted order, the
+    first ``per_class`` of each class if given. Raises ``ValueError`` for a missing folder or
+    a class without JPEGs.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder: expected <class>/*.jpg under it.")
+    names = list(class_names) if class_names else sorted(p.name for p in root.iterdir()
+                                                         if p.is_dir())
+    images, labels = [], []
+    for label, name in enumerate(names):
+        files = sorted((root / name).glob("*.jpg"))[:per_class]
+        if not files:
+            raise ValueError(f"No JPEGs in {root / name}: expected {root}/<class>/*.jpg.")
+        images += [_decode_jpeg(path.read_bytes()) for path in files]
+        labels += [label] * len(files)
+    return np.stack(images), np.asarray(labels, dtype="int64"), names

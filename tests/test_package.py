@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 import keras_coordatt
 from keras_coordatt.datasets import CIFAR10_CLASSES, load_cifar10_subset
@@ -70,3 +72,26 @@ def test_the_library_does_not_import_the_cli():
     assert "keras_coordatt.export.hub" in loaded and "keras_coordatt.weights.registry" in loaded
     assert [m for m in loaded if m == "keras_coordatt.cli" or m.startswith("keras_coordatt.cli.")
             ] == []
+
+
+def test_load_image_folder_reads_the_cifar10_jpeg_layout(tmp_path):
+    """``<class>/*.jpg`` -> uint8 images, labels in the order of ``class_names``; the pixels are
+    PIL's decoding of each file."""
+    from PIL import Image
+
+    from keras_coordatt.datasets import load_image_folder
+
+    root = Path(__file__).parent / "data" / "cifar10_small" / "test"
+    images, labels, names = load_image_folder(root, ("frog", "airplane"), per_class=3)
+    assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1] and names == ["frog", "airplane"]
+    first = sorted((root / "frog").glob("*.jpg"))[0]
+    np.testing.assert_array_equal(images[0], np.asarray(Image.open(first).convert("RGB")))
+    _, all_labels, all_names = load_image_folder(root)
+    assert all_names == sorted(p.name for p in root.iterdir() if p.is_dir())
+    assert len(all_labels) == sum(len(list((root / n).glob("*.jpg"))) for n in all_names)
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="No JPEGs in"):
+        load_image_folder(tmp_path)
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_image_folder(tmp_path / "missing")

@@ -52,16 +52,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _folder_split(root: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
+    from keras_coordatt.datasets import CIFAR10_CLASSES, load_image_folder
 
-    from keras_coordatt.datasets import CIFAR10_CLASSES
-
-    images, labels = [], []
-    for label, name in enumerate(CIFAR10_CLASSES):
-        for path in sorted((root / name).glob("*.jpg"))[:per_class]:
-            images.append(np.asarray(Image.open(path).convert("RGB")))
-            labels.append(label)
-    return np.stack(images), np.asarray(labels)
+    images, labels, _ = load_image_folder(root, CIFAR10_CLASSES, per_class)
+    return images, labels
 
 
 def _take(images, labels, per_class: int):
