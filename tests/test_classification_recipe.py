@@ -122,19 +122,27 @@ def test_sigkill_then_same_command_resumes_to_the_same_weights(folders, tmp_path
 def test_evaluate_top1_top5_against_numpy(folders, tmp_path, capsys):
     import keras
 
-    from keras_coordatt.applications import MobileNetV2, preprocess_input
+    from keras_coordatt.applications import preprocess_input
     from keras_coordatt.training import save_model
 
-    model = MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=3,
-                        classifier_activation=None)
+    # A classifier with clear margins (a random MobileNetV2's logits are near-ties that another
+    # CPU's kernels order differently): logit j = 20 x mean of channel j (R, G, B), while the
+    # folder labels are blue 0, green 1, red 2: green images are right, red and blue swapped.
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    head = keras.layers.Dense(3, name="logits")
+    model = keras.Model(inputs, head(pooled), name="channel_means")
+    head.set_weights([20.0 * np.eye(3, dtype="float32"),
+                      np.zeros(3, "float32")])
     save_model(model, tmp_path / "model.keras")
     images, labels = [], []
-    for label, name in enumerate(CLASSES):
+    for label, name in enumerate(sorted(CLASSES)):  # folder labels: class names sorted
         for path in sorted((folders / "val" / name).iterdir()):
             images.append(np.asarray(keras.utils.load_img(path))[2:34, 2:34])  # centre 32
             labels.append(label)
     logits = model.predict(preprocess_input(np.stack(images)), verbose=0)
     top1 = np.mean(np.argmax(logits, -1) == labels)
+    assert top1 == pytest.approx(1 / 3)  # the oracle itself: one class of three is right
     top5 = 1.0  # 3 classes
 
     sys.path.insert(0, str(RECIPE))
