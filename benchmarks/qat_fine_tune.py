@@ -59,6 +59,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     from keras_coordatt.export import LiteRTModel, export_tflite, float_ops, inspect_tflite
     from keras_coordatt.quantization import quantize_model
     from keras_coordatt.quantization._deps import import_qat_stack
+    from keras_coordatt.training import build_for_fit
 
     _, tf_keras, _ = import_qat_stack()
     keras.utils.set_random_seed(seed)
@@ -101,6 +102,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
         optimizer=keras.optimizers.SGD(
             keras.optimizers.schedules.CosineDecay(0.05, steps), momentum=0.9),
         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_for_fit(small, train_y)  # traces the train step once, not twice
     small.fit(_dataset(train_x, train_y, 32, seed, train_size), epochs=epochs, verbose=2)
     model = builder(input_shape=(SIZE, SIZE, 3), alpha=alpha, classes=classes, weights=None)
     model.set_weights(small.get_weights())
@@ -113,6 +115,7 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     qat.compile(optimizer=tf_keras.optimizers.SGD(  # cosine to 0: ends on a settled network
         tf_keras.optimizers.schedules.CosineDecay(0.005, qat_steps), momentum=0.9),
                 loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    build_for_fit(qat, train_y)
     qat.fit(_dataset(train_x[:qat_images], train_y[:qat_images], 32, seed + 1),
             epochs=qat_epochs, verbose=2)  # at 224: also adapts the network to the larger objects
     result["qat_seconds"] = time.perf_counter() - start

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from keras_coordatt.datasets import CIFAR10_CLASSES, load_cifar10_subset
+from keras_coordatt.training.fit_setup import build_for_fit
 
 #: The small-image configuration: at 32x32, output stride 8 ends on a 4x4 map (stride 32: 1x1).
 SMALL_IMAGE_OUTPUT_STRIDE = 8
@@ -95,6 +96,7 @@ def fit_classifier(model, x, y, *, epochs: int, batch_size: int, learning_rate: 
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    build_for_fit(model, y)  # the train step is traced once, not twice
     verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, a line in logs
     for epoch in range(epochs):
         print(f"  epoch {epoch + 1}/{epochs}")

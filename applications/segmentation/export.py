@@ -50,9 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def fine_tune_qat(qat, args, num_classes: int):
+    import numpy as np
     import tf_keras
 
     from keras_coordatt.tasks import segmentation_data as sd
+    from keras_coordatt.training import build_for_fit
 
     raw, _ = load_split(args, args.train_split)
     data = sd.train_pipeline(raw, args.size, args.batch_size, base_size=args.base_size,
@@ -62,6 +64,8 @@ def fine_tune_qat(qat, args, num_classes: int):
         optimizer=tf_keras.optimizers.SGD(args.qat_learning_rate, momentum=0.9),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
     )
+    label_spec = data.element_spec[1]
+    build_for_fit(qat, np.zeros((1, *label_spec.shape[1:]), label_spec.dtype.as_numpy_dtype))
     qat.fit(data, epochs=1, steps_per_epoch=args.qat_steps, verbose=2)
     return qat
 

@@ -149,6 +149,7 @@ def main(argv=None) -> int:
 
     from keras_coordatt.applications import profile
     from keras_coordatt.tasks import segmentation_data as sd
+    from keras_coordatt.training import build_for_fit
 
     keras.utils.set_random_seed(args.seed)
     train_raw, class_names = load_split(args, args.train_split)
@@ -191,6 +192,8 @@ def main(argv=None) -> int:
     print(f"{model.name}: {num_train} training images, {steps} steps x {args.epochs} epochs, "
           f"crop {args.crop_size}, batch {args.batch_size}, classes {list(class_names)}",
           flush=True)
+    label_spec = train.element_spec[1]  # the train step is then traced once, not twice
+    build_for_fit(model, np.zeros((1, *label_spec.shape[1:]), label_spec.dtype.as_numpy_dtype))
     start = time.time()
     model.fit(train, epochs=args.epochs, steps_per_epoch=steps, validation_data=val,
               callbacks=callbacks, verbose=args.verbose)

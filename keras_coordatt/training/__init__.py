@@ -6,6 +6,8 @@ checkpoints, and (needing TensorFlow) the classification input pipelines.
   :func:`set_determinism`, :func:`set_mixed_precision`;
 * :mod:`~keras_coordatt.training.optimizers`: :class:`CoupledSGD` (PyTorch-style weight decay),
   :func:`warmup_cosine`;
+* :mod:`~keras_coordatt.training.fit_setup`: :func:`build_for_fit` (the first ``fit`` traces its
+  train step once instead of twice on TensorFlow);
 * :mod:`~keras_coordatt.training.checkpoints`: :class:`VerifiedBackupAndRestore`,
   :func:`save_model` / :func:`load_model` (atomic, SHA-256 checked),
   :class:`CorruptCheckpointError`, :func:`weights_fingerprint`;
@@ -32,6 +34,7 @@ from keras_coordatt.training.distribute import (
     set_mixed_precision,
     synchronize_batchnorm,
 )
+from keras_coordatt.training.fit_setup import build_for_fit
 from keras_coordatt.training.optimizers import CoupledSGD, warmup_cosine
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "SaveModelCheckpoint",
     "VerifiedBackupAndRestore",
     "backup_epoch",
+    "build_for_fit",
     "choose_distribution",
     "load_model",
     "save_model",

@@ -1,0 +1,84 @@
+"""build_for_fit: the first fit traces its train step once instead of twice, and trains exactly
+as it would have (same history, same weights), for Keras 3 and tf_keras (QAT) models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from keras_coordatt.training import build_for_fit
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def data():
+    rng = np.random.default_rng(1)
+    return rng.random((16, 8, 8, 3)).astype("float32"), np.arange(16) % 3
+
+
+def keras_model(keras_module, calls: list):
+    """Conv -> BN -> pool -> Dense(3) with a layer that counts its training-mode Python calls
+    (one per trace of the train step: a traced step does not run Python again)."""
+
+    class CountTraces(keras_module.layers.Layer):
+        def call(self, inputs, training=None):
+            if training:
+                calls.append(1)
+            return inputs
+
+    keras_module.utils.set_random_seed(0)
+    inputs = keras_module.Input((8, 8, 3))
+    x = keras_module.layers.Conv2D(4, 3)(inputs)
+    x = CountTraces()(keras_module.layers.BatchNormalization()(x))
+    x = keras_module.layers.GlobalAveragePooling2D()(x)
+    return keras_module.Model(inputs, keras_module.layers.Dense(3)(x))
+
+
+def train(keras_module, prebuild: bool, optimizer):
+    calls: list = []
+    model = keras_model(keras_module, calls)
+    model.compile(optimizer=optimizer,
+                  loss=keras_module.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    x, y = data()
+    if prebuild:
+        build_for_fit(model, y)
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+    return len(calls), history.history, model.get_weights()
+
+
+def assert_same_training(keras_module, make_optimizer):
+    traces_plain, history_plain, weights_plain = train(keras_module, False, make_optimizer())
+    traces, history, weights = train(keras_module, True, make_optimizer())
+    assert traces_plain == 2 and traces == 1
+    assert history == history_plain
+    for built, plain in zip(weights, weights_plain, strict=True):
+        np.testing.assert_array_equal(built, plain)
+
+
+def test_keras_first_fit_traces_once_and_trains_the_same():
+    import keras
+
+    assert_same_training(keras, lambda: keras.optimizers.SGD(0.1, momentum=0.9))
+
+
+def test_tf_keras_first_fit_traces_once_and_trains_the_same():
+    tf_keras = pytest.importorskip("tf_keras", reason="needs the [qat] extra")
+
+    assert_same_training(tf_keras, lambda: tf_keras.optimizers.Adam(1e-2))
+
+
+def test_dict_outputs_and_uncompiled_model():
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, {"a": keras.layers.Dense(2)(inputs),
+                                 "b": keras.layers.Dense(3)(inputs)})
+    with pytest.raises(ValueError, match="not compiled"):
+        build_for_fit(model, {"a": np.zeros((2, 2)), "b": np.zeros((2, 3))})
+    model.compile(optimizer="adam", loss="mse", metrics={"a": ["mae"], "b": ["mae"]})
+    targets = {"a": np.ones((5, 2), "float32"), "b": np.ones((5, 3), "float32")}
+    build_for_fit(model, targets)
+    assert model.optimizer.built
+    history = model.fit(np.ones((5, 4), "float32"), targets, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
