@@ -30,7 +30,8 @@ def cifar_folders(tmp_path_factory):
         for name in PRETRAIN + FINETUNE:
             folder = root / split / name
             folder.mkdir(parents=True)
-            for i, index in enumerate(np.flatnonzero(labels == CIFAR10_CLASSES.index(name))[:count]):
+            picks = np.flatnonzero(labels == CIFAR10_CLASSES.index(name))[:count]
+            for i, index in enumerate(picks):
                 Image.fromarray(images[index]).save(folder / f"{i}.jpg", quality=95)
     return root
 
@@ -66,7 +67,7 @@ def test_pretrain_then_finetune_with_and_without_ca(cifar_folders, recipe_module
     assert any(not np.array_equal(a, b) for a, b in
                zip(loaded.get_weights(), fresh.get_weights(), strict=True))
 
-    output = tmp_path / "finetune.md"
+    output = tmp_path / "comparison.txt"
     compare.main(["--weights", str(weights), "--data-dir", str(cifar_folders),
                   "--classes", ",".join(FINETUNE), "--train-per-class", "6",
                   "--test-per-class", "3", "--size", "32", "--epochs", "1",
