@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="one fine-tune of each model per seed (head init, data order)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "finetune.md"))
     return parser.parse_args(argv)
 
@@ -134,12 +135,12 @@ def classifier(features, seed: int, classes: int = 10):
     return keras.Model(inputs, outputs)
 
 
-def finetune(model, data, args) -> dict:
+def finetune(model, data, args, seed: int) -> dict:
     import keras
 
     from keras_coordatt.training import build_for_fit
 
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     model.compile(
         keras.optimizers.Adam(args.lr),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
@@ -157,45 +158,81 @@ def finetune(model, data, args) -> dict:
 
 
 def run(args) -> dict:
-    from keras_coordatt import add_attention
-
+    """``{"seeds": {seed: {"start_relative_difference", "baseline", "ca_added"}}}``."""
     raw = load_data(args)
     data = {k: (preprocess(v[0], args.size, args.network), v[1]) for k, v in raw.items()}
+    return {"seeds": {seed: run_seed(args, data, seed) for seed in args.seeds}}
+
+
+def run_seed(args, data, seed: int) -> dict:
+    from keras_coordatt import add_attention
     from keras_coordatt.surgery import RULES
 
     base = backbone(args)
     with_ca = add_attention(base, args.where if args.where in RULES else args.where.split(","))
     classes = len(class_names(args))
-    plain, added = classifier(base, args.seed, classes), classifier(with_ca, args.seed, classes)
+    plain, added = classifier(base, seed, classes), classifier(with_ca, seed, classes)
     probe = data["test"][0][:64]
     before = plain.predict(probe, verbose=0)
     start_gap = float(np.abs(added.predict(probe, verbose=0) - before).max()
                       / np.abs(before).max())
-    results = {"start_relative_difference": start_gap,
-               "baseline": finetune(plain, data, args), "ca_added": finetune(added, data, args)}
-    return results
+    return {"start_relative_difference": start_gap,
+            "baseline": finetune(plain, data, args, seed),
+            "ca_added": finetune(added, data, args, seed)}
+
+
+def _relative_to_repository(path: str) -> str:
+    root = Path(__file__).resolve().parents[2]
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(root):
+        return str(resolved.relative_to(root))
+    return "<output>/" + resolved.name
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command line without the machine's paths: the data folder becomes a placeholder, a
+    weights file and an output outside the repository their names."""
+    shown, previous = [], None
+    for arg in argv:
+        if previous == "--data-dir":
+            arg = "<cifar10-jpeg-dir>"
+        elif previous == "--weights" and os.sep in arg:
+            arg = "<pretrained>/" + os.path.basename(arg)
+        elif previous == "--output":
+            arg = _relative_to_repository(arg)
+        shown.append(arg)
+        previous = arg if arg.startswith("--") else None
+    return "python applications/attention_anywhere/finetune_compare.py " + " ".join(shown)
 
 
 def report(args, results: dict, argv: list[str]) -> str:
-    base, added = results["baseline"], results["ca_added"]
+    runs = results["seeds"]
+    gaps = max(run["start_relative_difference"] for run in runs.values())
     lines = [
         "# Fine-tune with and without Coordinate Attention added",
         "",
-        f"Command: `python applications/attention_anywhere/finetune_compare.py {' '.join(argv)}`",
+        f"Command: `{shown_command(argv)}`",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, run under `nice` next to other jobs.",
         "",
-        f"Before training, the CA model's logits differ from the baseline's by "
-        f"{results['start_relative_difference']:.2e} (max, relative to the largest logit): "
-        "the identity start.",
+        f"Before training, the CA model's logits differ from the baseline's by at most "
+        f"{gaps:.2e} (max, relative to the largest logit): the identity start.",
         "",
-        "| model | params | test accuracy | train loss per epoch | train seconds |",
-        "|---|---:|---:|---|---:|",
+        "| model | seed | params | test accuracy | train loss per epoch | train seconds |",
+        "|---|---:|---:|---:|---|---:|",
     ]
-    for label, row in (("baseline", base), ("+ CA (add_attention)", added)):
-        losses = ", ".join(f"{v:.3f}" for v in row["train_loss"])
-        lines.append(f"| {label} | {row['params']:,} | {100 * row['test_accuracy']:.1f} % | "
-                     f"{losses} | {row['train_seconds']} |")
+    for key, label in (("baseline", "baseline"), ("ca_added", "+ CA (add_attention)")):
+        for seed, run in runs.items():
+            row = run[key]
+            losses = ", ".join(f"{v:.3f}" for v in row["train_loss"])
+            lines.append(f"| {label} | {seed} | {row['params']:,} | "
+                         f"{100 * row['test_accuracy']:.1f} % | {losses} | "
+                         f"{row['train_seconds']} |")
+    lines += ["", "| model | test accuracy, mean ± sample std over seeds |", "|---|---:|"]
+    for key, label in (("baseline", "baseline"), ("ca_added", "+ CA (add_attention)")):
+        accuracies = 100 * np.array([run[key]["test_accuracy"] for run in runs.values()])
+        spread = accuracies.std(ddof=1) if len(accuracies) > 1 else float("nan")
+        lines.append(f"| {label} | {accuracies.mean():.1f} ± {spread:.1f} % |")
     return "\n".join(lines) + "\n"
 
 
