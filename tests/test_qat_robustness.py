@@ -179,16 +179,25 @@ def test_nan_weights_are_refused_before_conversion(tmp_path):
 
 def test_real_converter_crash_becomes_conversion_error(tmp_path):
     """The converter segfaults on this graph (benchmarks/repro); in its child process that is
-    a ConversionError here, and this process goes on converting."""
+    a ConversionError here, and this process goes on converting. The converter child is kept
+    from one conversion to the next, and replaced after a crash."""
+    from keras_coordatt.export._converter_process import CONVERTER
+
+    healthy = _repro_module().quantized_block()
+    export_tflite(healthy, tmp_path / "first.tflite", mode="int8")
+    first_child = CONVERTER._child.pid
     qat = _nan_block()
     graph_def, input_name, outputs = tflite_module._frozen_graph(tf, qat, (16, 16, 16), None)
     request = {"mode": "int8", "qat": True, "int8_io": False, "input": input_name,
                "outputs": outputs, "min_range_width": MIN_RANGE_WIDTH}
     with pytest.raises(ConversionError, match="crashed \\(SIGSEGV\\)"):
         tflite_module._run_converter(request, graph_def, None, isolate=True)
-    healthy = _repro_module().quantized_block()
     export_tflite(healthy, tmp_path / "ok.tflite", mode="int8")
     assert not float_ops(inspect_tflite(tmp_path / "ok.tflite"))
+    second_child = CONVERTER._child.pid
+    export_tflite(healthy, tmp_path / "again.tflite", mode="int8")
+    assert second_child != first_child and CONVERTER._child.pid == second_child
+    assert (tmp_path / "again.tflite").read_bytes() == (tmp_path / "ok.tflite").read_bytes()
 
 
 def test_float_ops_error_names_layers_and_tensors(Q, tmp_path):

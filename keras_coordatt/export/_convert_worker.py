@@ -1,6 +1,7 @@
 """Runs the TFLite converter on a frozen graph, in a process of its own.
 
-``main(REQUEST_DIR)``, loaded from this file by ``export_tflite`` (only TensorFlow is imported):
+``main(REQUEST_DIR)``, loaded from this file by ``export_tflite`` (only TensorFlow is imported)
+and called once per request by ``serve`` in the reusable child (``_converter_process``):
 reads ``request.json`` (input / output tensor names, converter settings), ``graph.pb`` (a frozen
 ``GraphDef``: every variable already a constant) and, for post-training int8,
 ``calibration.npy`` (the representative samples, ``(steps, batch, H, W, C)``); writes
@@ -11,6 +12,7 @@ that crashes (segmentation fault, abort) ends only this process: the parent repo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -128,6 +130,36 @@ def main(directory: str) -> int:
             f"{type(error).__name__}: {error}\n\n{traceback.format_exc()}"
         )
         return 1
+    return 0
+
+
+def serve(reply_fd: int) -> int:
+    """Converts the request folder named on each stdin line; answers ``main``'s status on
+    ``reply_fd``. The converter's output of a request goes to its folder's ``converter.log``."""
+    try:
+        import tensorflow  # noqa: F401 - imported while the parent freezes the first graph
+    except ImportError:
+        pass  # main() reports it in error.txt
+    home = os.getcwd()
+    with os.fdopen(reply_fd, "w") as replies:
+        for line in sys.stdin:
+            directory = line.rstrip("\n")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log = os.open(os.path.join(directory, "converter.log"),
+                          os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(log)
+            os.chdir(directory)
+            try:
+                status = main(directory)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.chdir(home)
+            replies.write(f"{status}\n")
+            replies.flush()
     return 0
 
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -229,33 +228,19 @@ def _run_converter(request: dict, graph_def, samples, isolate: bool) -> bytes:
         return (folder / "model.tflite").read_bytes()
 
 
-# Loads the worker from its file without putting keras_coordatt/export/ on sys.path (its
-# tflite.py would shadow a module TensorFlow imports) and without importing keras_coordatt.
-_RUN_WORKER = (
-    "import importlib.util, sys\n"
-    "spec = importlib.util.spec_from_file_location('_convert_worker', sys.argv[1])\n"
-    "worker = importlib.util.module_from_spec(spec)\n"
-    "spec.loader.exec_module(worker)\n"
-    "sys.exit(worker.main(sys.argv[2]))\n"
-)
-
-
 def _convert_in_child(folder: Path) -> None:
-    worker = Path(__file__).with_name("_convert_worker.py")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    with open(folder / "converter.log", "w+b") as log:
-        status = subprocess.run(
-            [sys.executable, "-c", _RUN_WORKER, str(worker), str(folder)], cwd=folder,
-            stdout=log, stderr=subprocess.STDOUT, env=env, check=False,
-        ).returncode
-        if status < 0 or (status != 0 and not (folder / "error.txt").exists()):
-            log.seek(0)
-            tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
-            cause = signal.Signals(-status).name if status < 0 else f"exit status {status}"
-            raise ConversionError(
-                f"The TFLite converter crashed ({cause}); this process and the model are "
-                "unharmed. Its last output:\n  " + "\n  ".join(tail)
-            )
+    from keras_coordatt.export._converter_process import CONVERTER
+
+    status, died = CONVERTER.run(folder)
+    if died or (status != 0 and not (folder / "error.txt").exists()):
+        log = folder / "converter.log"
+        text = log.read_bytes().decode(errors="replace") if log.exists() else ""
+        tail = text.strip().splitlines()[-15:]
+        cause = signal.Signals(-status).name if status < 0 else f"exit status {status}"
+        raise ConversionError(
+            f"The TFLite converter crashed ({cause}); this process and the model are "
+            "unharmed. Its last output:\n  " + "\n  ".join(tail)
+        )
 
 
 def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps, int8_io,
