@@ -8,11 +8,12 @@ training); both then get the same fine-tune (same head initialisation, data orde
 epochs). Data: CIFAR-10 in JPEG folder layout (``--data-dir`` with ``train/<class>/*.jpg`` and
 ``test/<class>/*.jpg``) or, by default, the bundled subset (4,000 train / 1,000 test images).
 
-Example (the committed results, ``results/``)::
+Example (the committed results, ``results/``; the backbone from ``pretrain_backbone.py``)::
 
     python applications/attention_anywhere/finetune_compare.py \\
-        --weights tests/data/checkpoints/dli14_mobilenetv2_w0.35_legacy.pth --size 64 \\
-        --train-per-class 200 --epochs 3
+        --weights <pretrained>/mobilenetv2_0.35_cifar5.weights.h5 --data-dir <cifar10-jpeg-dir> \\
+        --classes dog,frog,horse,ship,truck --train-per-class 400 --test-per-class 200 \\
+        --size 64 --epochs 4 --seeds 0 1 2
 
 Prints a markdown table and writes it, with the command and machine, to ``--output``.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+RESULTS = Path(__file__).parent / "results"
 NETWORKS = ("mobilenet_v2", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 
 
@@ -50,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one fine-tune of each model per seed (head init, data order)")
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "finetune.md"))
+    parser.add_argument("--output", default=str(RESULTS / "finetune_pretrained.md"))
     return parser.parse_args(argv)
 
 
