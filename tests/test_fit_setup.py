@@ -63,7 +63,7 @@ def test_keras_first_fit_traces_once_and_trains_the_same():
 
 
 def test_tf_keras_first_fit_traces_once_and_trains_the_same():
-    tf_keras = pytest.importorskip("tf_keras", reason="needs the [qat] extra")
+    import tf_keras  # the [qat] extra, part of [dev]
 
     assert_same_training(tf_keras, lambda: tf_keras.optimizers.Adam(1e-2))
 
