@@ -68,6 +68,31 @@ def test_tf_keras_first_fit_traces_once_and_trains_the_same():
     assert_same_training(tf_keras, lambda: tf_keras.optimizers.Adam(1e-2))
 
 
+def test_a_dataset_gives_the_label_shapes_without_being_iterated():
+    import keras
+    import tensorflow as tf
+
+    x, y = data()
+    results = []
+    for prebuild in (False, True):
+        # one dataset per run: iterating a dataset advances its seeded reshuffling
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(16, seed=0).batch(4)
+        calls: list = []
+        model = keras_model(keras, calls)
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        if prebuild:
+            build_for_fit(model, dataset)
+        history = model.fit(dataset, epochs=2, verbose=0)
+        results.append((len(calls), history.history, model.get_weights()))
+    (traces_plain, history_plain, weights_plain), (traces, history, weights) = results
+    assert traces_plain == 2 and traces == 1
+    assert history == history_plain  # the same shuffled order: the dataset was not iterated
+    for built, plain in zip(weights, weights_plain, strict=True):
+        np.testing.assert_array_equal(built, plain)
+
+
 def test_dict_outputs_and_uncompiled_model():
     import keras
 

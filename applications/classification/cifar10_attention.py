@@ -36,7 +36,6 @@ VARIANTS = {
 }
 
 
-
 RESULTS_FILE = "results.md"  # the table, written into --output-dir
 
 

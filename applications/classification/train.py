@@ -214,8 +214,6 @@ def make_callbacks(args, is_chief: bool, validation: bool) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import numpy as np
-
     from keras_coordatt import training
     from keras_coordatt.training import classification_data as cd
 
@@ -250,9 +248,7 @@ def main(argv=None) -> int:
           f"{', synchronized BatchNorm' if args.sync_batchnorm else ''}), "
           f"peak learning rate {args.learning_rate:g}", flush=True)
     if args.distribute == "none":  # (a strategy builds them itself) traced once, not twice
-        label_spec = train.element_spec[1]
-        training.build_for_fit(
-            model, np.zeros((1, *label_spec.shape[1:]), label_spec.dtype.as_numpy_dtype))
+        training.build_for_fit(model, train)
     began = time.time()
     model.fit(train, epochs=args.epochs, steps_per_epoch=steps, validation_data=val,
               callbacks=make_callbacks(args, dist.is_chief, val is not None),

@@ -50,7 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def fine_tune_qat(qat, args, num_classes: int):
-    import numpy as np
     import tf_keras
 
     from keras_coordatt.tasks import segmentation_data as sd
@@ -64,8 +63,7 @@ def fine_tune_qat(qat, args, num_classes: int):
         optimizer=tf_keras.optimizers.SGD(args.qat_learning_rate, momentum=0.9),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255),
     )
-    label_spec = data.element_spec[1]
-    build_for_fit(qat, np.zeros((1, *label_spec.shape[1:]), label_spec.dtype.as_numpy_dtype))
+    build_for_fit(qat, data)
     qat.fit(data, epochs=1, steps_per_epoch=args.qat_steps, verbose=2)
     return qat
 

@@ -192,8 +192,7 @@ def main(argv=None) -> int:
     print(f"{model.name}: {num_train} training images, {steps} steps x {args.epochs} epochs, "
           f"crop {args.crop_size}, batch {args.batch_size}, classes {list(class_names)}",
           flush=True)
-    label_spec = train.element_spec[1]  # the train step is then traced once, not twice
-    build_for_fit(model, np.zeros((1, *label_spec.shape[1:]), label_spec.dtype.as_numpy_dtype))
+    build_for_fit(model, train)  # the train step is then traced once, not twice
     start = time.time()
     model.fit(train, epochs=args.epochs, steps_per_epoch=steps, validation_data=val,
               callbacks=callbacks, verbose=args.verbose)

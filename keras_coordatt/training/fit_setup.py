@@ -32,6 +32,15 @@ def _output_placeholders(model, map_structure) -> Any:
 
 
 def _first_sample(targets: Any) -> Any:
+    """One sample of ``targets``; for a ``tf.data.Dataset`` of ``(inputs, labels, ...)``
+    batches, zeros shaped and typed like its labels (read from its spec: nothing is iterated,
+    so the dataset's shuffling is not advanced)."""
+    spec = getattr(targets, "element_spec", None)
+    if spec is not None:
+        import tensorflow as tf
+
+        return tf.nest.map_structure(
+            lambda label: np.zeros((1, *label.shape[1:]), label.dtype.as_numpy_dtype), spec[1])
     if isinstance(targets, (list, tuple)):
         return type(targets)(_first_sample(t) for t in targets)
     if isinstance(targets, dict):
@@ -48,7 +57,8 @@ def build_for_fit(model, targets: Any) -> None:
 
     ``model``: a compiled Keras 3 or tf_keras model (e.g. the QAT model of
     :func:`keras_coordatt.quantization.quantize_model`); ``targets``: one batch (or more) of
-    the labels ``fit`` will see, e.g. ``y_train`` of shape ``(N,)`` for sparse labels. Metric
+    the labels ``fit`` will see, e.g. ``y_train`` of shape ``(N,)`` for sparse labels, or the
+    ``tf.data.Dataset`` of ``(inputs, labels)`` batches ``fit`` gets. Metric
     states are reset afterwards and no weight changes, so ``fit`` then trains exactly as it
     would have, with its train step traced once instead of twice on TensorFlow.
 
