@@ -1,9 +1,10 @@
 """The :class:`ObjectDetector` model class: a functional SSD whose loss and ``predict`` know boxes.
 
 Built by :func:`keras_coordatt.tasks.SSDLite`. The functional graph maps images ``(B, H, W, 3)``
-to raw outputs ``{"box_encodings": (B, N, 4), "class_logits": (B, N, num_classes + 1)}``
-(center-size encodings against the model's ``N`` anchors; softmax logits, background at index 0),
-so ``model(images)`` gives what ``TFLite_Detection_PostProcess`` takes. Around it:
+to the raw outputs ``[box_encodings (B, N, 4), class_logits (B, N, num_classes + 1)]`` (a list,
+in this order, from the layers named so: center-size encodings against the model's ``N``
+anchors; softmax logits, background at index 0), what ``TFLite_Detection_PostProcess`` takes;
+a list, not a dict, so the tf_keras twin of ``quantize_model`` rebuilds it. Around it:
 
 * ``compile()`` has detection defaults, and ``fit`` / ``evaluate`` take keras-hub style labels
   ``{"boxes": (B, M, 4), "labels": (B, M)}`` in ``bounding_box_format``, padded with label -1.
@@ -108,14 +109,14 @@ class ObjectDetector(keras.Model):
                 f"shape {shape}: build the backbone with input_shape=(H, W, 3)."
             )
         self.image_size = (int(shape[1]), int(shape[2]))
-        outputs = self.output if isinstance(self.output, dict) else {}
-        if set(outputs) != {"box_encodings", "class_logits"}:
+        outputs = self.outputs
+        if len(outputs) != 2:
             raise ValueError(
-                f"{self.name!r} must output a dict with 'box_encodings' and 'class_logits', got "
-                f"{type(self.output).__name__}."
+                f"{self.name!r} must have two outputs, [box_encodings, class_logits], got "
+                f"{len(outputs)}."
             )
         count = len(self.anchors)
-        boxes, logits = outputs["box_encodings"].shape, outputs["class_logits"].shape
+        boxes, logits = outputs[0].shape, outputs[1].shape
         if tuple(boxes[1:]) != (count, 4) or tuple(logits[1:]) != (count, self.num_classes + 1):
             raise ValueError(
                 f"Outputs {tuple(boxes)} / {tuple(logits)} of {self.name!r} do not match its "
@@ -198,9 +199,9 @@ class ObjectDetector(keras.Model):
         )
         settings = self._loss_settings
         total = settings["box_loss_weight"] * box_loss(
-            box_targets, y_pred["box_encodings"], positive
+            box_targets, y_pred[0], positive
         ) + classification_loss(
-            settings["loss"], class_targets, y_pred["class_logits"], positive,
+            settings["loss"], class_targets, y_pred[1], positive,
             focal_alpha=settings["focal_alpha"], focal_gamma=settings["focal_gamma"],
             negative_ratio=settings["negative_ratio"],
         )
@@ -211,9 +212,10 @@ class ObjectDetector(keras.Model):
     # ---------------------------------------------------------------------------- inference
 
     def decode_predictions(self, outputs) -> dict:
-        """Raw outputs -> ``{"boxes", "labels", "confidence", "num_detections"}`` (NMS'd)."""
+        """Raw outputs ``[box_encodings, class_logits]`` -> ``{"boxes", "labels", "confidence",
+        "num_detections"}`` (decoded, NMS'd, :mod:`~keras_coordatt.tasks.detection_postprocess`)."""
         return decode_detections(
-            outputs["box_encodings"], outputs["class_logits"], self.anchors,
+            outputs[0], outputs[1], self.anchors,
             bounding_box_format=self.bounding_box_format, image_size=self.image_size,
             score_threshold=self.score_threshold, iou_threshold=self.nms_iou_threshold,
             max_detections=self.max_detections, pre_nms_top_k=self.pre_nms_top_k,

@@ -179,8 +179,8 @@ def SSDLite(
 
     Returns:
         An :class:`ObjectDetector` taking preprocessed images ``(B, H, W, 3)``
-        (``keras_coordatt.applications.preprocess_input``) and returning ``{"box_encodings":
-        (B, N, 4), "class_logits": (B, N, num_classes + 1)}``; ``N = model.anchors.shape[0]``
+        (``keras_coordatt.applications.preprocess_input``) and returning ``[box_encodings
+        (B, N, 4), class_logits (B, N, num_classes + 1)]``; ``N = model.anchors.shape[0]``
         (3234 at 320x320: 20 * 20 * 6 + 10 * 10 * 6 + 5 * 5 * 6 + 3 * 3 * 6 + 2 * 2 * 6 + 4).
 
     Raises:
@@ -218,7 +218,7 @@ def SSDLite(
         "aspect_ratios": [tuple(ratios) for ratios in aspect_ratios], "clip": bool(clip_anchors),
     }
     model = ObjectDetector(
-        backbone.inputs[0], {"box_encodings": box_encodings, "class_logits": class_logits},
+        backbone.inputs[0], [box_encodings, class_logits],
         name=name or f"ssdlite_{backbone.name}", num_classes=num_classes,
         bounding_box_format=bounding_box_format, anchor_config=anchor_config,
         matching_iou_threshold=matching_iou_threshold, score_threshold=score_threshold,
