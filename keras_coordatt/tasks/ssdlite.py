@@ -181,7 +181,7 @@ def SSDLite(
         An :class:`ObjectDetector` taking preprocessed images ``(B, H, W, 3)``
         (``keras_coordatt.applications.preprocess_input``) and returning ``[box_encodings
         (B, N, 4), class_logits (B, N, num_classes + 1)]``; ``N = model.anchors.shape[0]``
-        (3234 at 320x320: 20 * 20 * 6 + 10 * 10 * 6 + 5 * 5 * 6 + 3 * 3 * 6 + 2 * 2 * 6 + 4).
+        (3232 at 320x320: 20 * 20 * 6 + 10 * 10 * 6 + 5 * 5 * 6 + 3 * 3 * 6 + 2 * 2 * 6 + 4).
 
     Raises:
         ValueError: a backbone with a top, pooling or no fixed input size, or not from
