@@ -24,6 +24,8 @@ from keras_coordatt.tasks import (
 from keras_coordatt.tasks import anchors as anchor_lib
 from keras_coordatt.tasks import detection_losses
 
+from helpers import calibrate_batchnorm
+
 SIZE = 128
 ALPHA = 0.35
 COCO_MIN = np.array([45, 90, 135, 180, 225, 270]) / 320
@@ -37,10 +39,37 @@ def small_detector(attention="ca", family=MobileNetV2, size=SIZE, **kwargs) -> O
     return SSDLite(backbone, 2, **kwargs)
 
 
+def synthetic_batch():
+    """Three 128x128 images: a red box (class 0), a blue box (class 1) whose label box runs
+    past the bottom edge, and an empty one; labels padded to 3 with -1, with a degenerate box
+    and an out-of-range label mixed in (both dropped by the loss)."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(60, 100, (3, SIZE, SIZE, 3))
+    images[0, 20:70, 30:90] = [220, 30, 30]
+    images[1, 60:128, 10:60] = [30, 30, 220]
+    boxes = np.array([
+        [[30, 20, 90, 70], [40, 40, 40, 90], [0, 0, 0, 0]],  # xyxy pixels; zero-width box
+        [[10, 60, 60, 150], [0, 0, 0, 0], [0, 0, 0, 0]],  # clipped to [10, 60, 60, 128]
+        [[0, 0, 50, 50], [0, 0, 0, 0], [0, 0, 0, 0]],  # label 7 >= num_classes: dropped
+    ], "float32")
+    labels = np.array([[0, 1, -1], [1, -1, -1], [7, -1, -1]])
+    return preprocess_input(images.astype("float32")), {"boxes": boxes, "labels": labels}
+
+
 @pytest.fixture(scope="module")
-def detector() -> ObjectDetector:
-    """Untrained, never fitted: MobileNetV2CA 0.35 at 128x128, 2 classes, pixel ``xyxy``."""
-    return small_detector(bounding_box_format="xyxy")
+def trained():
+    """MobileNetV2 0.35 SSDLite (pixel ``xyxy``) fitted 20 steps on :func:`synthetic_batch`:
+    the backbone frozen with BN statistics from the images (fast), the heads trained.
+    Returns ``(model, losses)``."""
+    keras.utils.set_random_seed(0)
+    images, labels = synthetic_batch()
+    backbone = MobileNetV2((SIZE, SIZE, 3), alpha=ALPHA, include_top=False, weights=None)
+    calibrate_batchnorm(backbone, images)
+    backbone.trainable = False
+    model = SSDLite(backbone, 2, bounding_box_format="xyxy")
+    model.compile(keras.optimizers.Adam(0.01), jit_compile=False)
+    losses = [float(model.train_on_batch(images, labels)) for _ in range(20)]
+    return model, losses
 
 
 # ------------------------------------------------------------------------------ NumPy oracles
@@ -183,3 +212,108 @@ def test_losses_agree_with_numpy():
     huber = np.where(d <= 1, 0.5 * d**2, d - 0.5).sum(-1)
     got = detection_losses.box_loss(box_targets, encodings, positive)
     np.testing.assert_allclose(float(got), huber[positive].sum() / npos, rtol=1e-5)
+
+
+def numpy_detections(encodings, logits, anchors, score_threshold, iou_threshold, top):
+    """Decode + class-agnostic greedy NMS of one image, in NumPy (relative yxyx, unclipped)."""
+    p = softmax(logits.astype("float64"))[:, 1:]
+    scores, labels = p.max(-1), p.argmax(-1)
+    centre = encodings[:, :2] * 0.1 * anchors[:, 2:] + anchors[:, :2]
+    sides = np.exp(encodings[:, 2:] * 0.2) * anchors[:, 2:]
+    boxes = np.concatenate([centre - sides / 2, centre + sides / 2], -1)
+    kept = []
+    for i in np.argsort(-scores):
+        if scores[i] >= score_threshold and all(
+            numpy_iou(boxes[i:i + 1], boxes[j:j + 1])[0, 0] <= iou_threshold for j in kept
+        ):
+            kept.append(i)
+    kept = kept[:top]
+    return boxes[kept], labels[kept], scores[kept]
+
+
+def test_decode_detections_agree_with_numpy_nms():
+    from keras_coordatt.tasks.detection_postprocess import decode_detections
+
+    rng = np.random.default_rng(3)
+    anchors = ssd_anchors([(4, 4), (2, 2)], COCO_MIN[:2] * 2, COCO_MAX[:2] * 2, RATIOS[:2])
+    encodings = rng.normal(scale=0.5, size=(2, len(anchors), 4)).astype("float32")
+    logits = rng.normal(scale=3, size=(2, len(anchors), 4)).astype("float32")
+    out = decode_detections(encodings, logits, anchors, bounding_box_format="rel_yxyx",
+                            image_size=(64, 64), score_threshold=0.3, iou_threshold=0.45,
+                            max_detections=10)
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+    for b in range(2):
+        boxes, labels, scores = numpy_detections(encodings[b], logits[b], anchors, 0.3, 0.45, 10)
+        n = len(boxes)
+        assert out["num_detections"][b] == n > 2
+        np.testing.assert_allclose(out["boxes"][b, :n], boxes.clip(0, 1), atol=1e-5)
+        np.testing.assert_array_equal(out["labels"][b, :n], labels)
+        np.testing.assert_allclose(out["confidence"][b, :n], scores, rtol=1e-5)
+        assert np.all(out["labels"][b, n:] == -1) and np.all(out["boxes"][b, n:] == -1)
+
+
+# ---------------------------------------------------------------------------------------- model
+
+def test_ssdlite_320_mobilenetv2ca_has_six_levels_and_3232_anchors():
+    backbone = MobileNetV2((320, 320, 3), include_top=False, weights=None, attention="ca")
+    model = SSDLite(backbone, 80)
+    assert model.anchor_config["feature_sizes"] == [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2),
+                                                    (1, 1)]
+    # the SSDLite tap: block14's 576-channel expansion at stride 16 (Keras' block_13_expand_relu)
+    assert model.get_layer("block14_expand_relu").output.shape == (None, 20, 20, 576)
+    assert model.get_layer("box_head0_dw").input.shape == (None, 20, 20, 576)
+    assert model.get_layer("box_head1_dw").input.shape == (None, 10, 10, 1280)
+    assert [model.get_layer(f"extra{k}_project_bn").output.shape[-1] for k in range(1, 5)] == [
+        512, 256, 256, 64]
+    assert model.anchors.shape == (3232, 4)
+    boxes, logits = model(np.zeros((1, 320, 320, 3), "float32"))
+    assert boxes.shape == (1, 3232, 4) and logits.shape == (1, 3232, 81)
+
+
+@pytest.mark.parametrize("family", [MobileNetV2, MobileNeXt])
+@pytest.mark.parametrize("attention", [None, "se", "cbam", "ca"])
+def test_every_backbone_builds(family, attention):
+    model = small_detector(attention, family, size=64)
+    sizes = model.anchor_config["feature_sizes"]
+    assert sizes == [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1), (1, 1)]
+    count = sum(r * c * n for (r, c), n in zip(sizes, [6] * 5 + [4], strict=True))
+    assert model.outputs[0].shape == (None, count, 4)
+    assert model.outputs[1].shape == (None, count, 3)
+    wide = model.get_layer("box_head0_dw").input.shape[-1]
+    p4 = {MobileNetV2: "block13_add", MobileNeXt: "block12_add"}[family]
+    assert wide > model.get_layer(p4).output.shape[-1]  # the expansion, wider than P4
+
+
+def iou_xyxy(a, b):
+    return numpy_iou(np.asarray(a)[None, [1, 0, 3, 2]], np.asarray(b)[None, [1, 0, 3, 2]])[0, 0]
+
+
+def test_a_few_steps_fit_the_boxes_and_predict_finds_them(trained):
+    model, losses = trained
+    assert np.isfinite(losses).all() and losses[-1] < 0.2 * losses[0], losses
+    images, labels = synthetic_batch()
+    found = model.predict(images, verbose=0)
+    assert set(found) == {"boxes", "labels", "confidence", "num_detections"}
+    assert found["boxes"].shape == (3, 100, 4) and found["num_detections"].shape == (3,)
+    truth = [[30, 20, 90, 70], [10, 60, 60, 128]]  # the second one clipped to the image
+    for i, (box, label) in enumerate(zip(truth, [0, 1], strict=True)):
+        assert found["num_detections"][i] >= 1
+        assert iou_xyxy(found["boxes"][i, 0], box) > 0.6, found["boxes"][i, :3]
+        assert found["labels"][i, 0] == label and found["confidence"][i, 0] > 0.5
+    assert found["confidence"][2, 0] < found["confidence"][:2, 0].min()  # the empty image
+
+
+def test_save_load_safe_mode_identical(trained, tmp_path):
+    model, _ = trained
+    model.compile(loss="hard_negative", negative_ratio=2.0)
+    path = tmp_path / "ssdlite.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded, ObjectDetector)
+    assert loaded.get_config()["anchor_config"] == model.get_config()["anchor_config"]
+    assert loaded._loss_settings == model._loss_settings  # compile() settings restored
+    images, _ = synthetic_batch()
+    for ours, theirs in zip(model(images), loaded(images), strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
+                                      keras.ops.convert_to_numpy(theirs))
+    np.testing.assert_array_equal(loaded.anchors, model.anchors)

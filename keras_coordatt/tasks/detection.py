@@ -172,6 +172,8 @@ class ObjectDetector(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def get_compile_config(self) -> dict[str, Any]:
+        if not self.compiled:
+            return {}
         config = super().get_compile_config() or {}
         config.pop("loss", None)
         config.pop("loss_weights", None)

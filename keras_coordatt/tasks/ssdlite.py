@@ -188,16 +188,16 @@ def SSDLite(
             ``keras_coordatt``; channels_first; an unknown ``bounding_box_format`` (the message
             lists the accepted ones); per-level settings of the wrong length; invalid numbers.
     """
-    layers = _check_backbone(backbone)
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError("SSDLite is built channels_last: set keras.config.set_image_data_format"
-                         "('channels_last') before building the backbone.")
     anchor_lib.check_bounding_box_format(bounding_box_format)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an integer >= 1, got {num_classes!r}.")
     if stride16_feature not in STRIDE16_FEATURES:
         raise ValueError(f"`stride16_feature` must be one of {STRIDE16_FEATURES}, got "
                          f"{stride16_feature!r}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be an integer >= 1, got {num_classes!r}.")
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError("SSDLite is built channels_last: set keras.config.set_image_data_format"
+                         "('channels_last') before building the backbone.")
+    layers = _check_backbone(backbone)
     shape = tuple(backbone.inputs[0].shape)
     if None in shape[1:3]:
         raise ValueError(
