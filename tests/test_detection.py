@@ -19,10 +19,10 @@ from keras_coordatt.tasks import (
     ObjectDetector,
     SSDLite,
     check_detection_batch,
+    detection_losses,
     ssd_anchors,
 )
 from keras_coordatt.tasks import anchors as anchor_lib
-from keras_coordatt.tasks import detection_losses
 
 from helpers import calibrate_batchnorm
 
@@ -68,6 +68,7 @@ def trained():
     backbone.trainable = False
     model = SSDLite(backbone, 2, bounding_box_format="xyxy")
     model.compile(keras.optimizers.Adam(0.01), jit_compile=False)
+    model.optimizer.build(model.trainable_variables)  # else the first step is traced twice
     losses = [float(model.train_on_batch(images, labels)) for _ in range(20)]
     return model, losses
 
@@ -266,12 +267,14 @@ def test_ssdlite_320_mobilenetv2ca_has_six_levels_and_3232_anchors():
     assert [model.get_layer(f"extra{k}_project_bn").output.shape[-1] for k in range(1, 5)] == [
         512, 256, 256, 64]
     assert model.anchors.shape == (3232, 4)
-    boxes, logits = model(np.zeros((1, 320, 320, 3), "float32"))
-    assert boxes.shape == (1, 3232, 4) and logits.shape == (1, 3232, 81)
+    assert [tuple(t.shape) for t in model.outputs] == [(None, 3232, 4), (None, 3232, 81)]
 
 
-@pytest.mark.parametrize("family", [MobileNetV2, MobileNeXt])
-@pytest.mark.parametrize("attention", [None, "se", "cbam", "ca"])
+@pytest.mark.parametrize("family, attention", [
+    (family, attention) for family in (MobileNetV2, MobileNeXt)
+    for attention in (None, "se", "cbam", "ca")
+    if (family, attention) != (MobileNetV2, "ca")  # built at 320 above
+])
 def test_every_backbone_builds(family, attention):
     model = small_detector(attention, family, size=64)
     sizes = model.anchor_config["feature_sizes"]
@@ -317,3 +320,90 @@ def test_save_load_safe_mode_identical(trained, tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours),
                                       keras.ops.convert_to_numpy(theirs))
     np.testing.assert_array_equal(loaded.anchors, model.anchors)
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+def clean_labels():
+    """:func:`synthetic_batch`'s labels as the loss should see them: clipped, the rest gone."""
+    boxes = np.zeros((3, 1, 4), "float32")
+    boxes[0, 0], boxes[1, 0] = [30, 20, 90, 70], [10, 60, 60, 128]
+    return {"boxes": boxes, "labels": np.array([[0], [1], [-1]])}
+
+
+@pytest.mark.parametrize("loss", ["focal", "hard_negative"])
+def test_bad_boxes_are_clipped_or_dropped_and_the_loss_stays_finite(trained, loss):
+    model, _ = trained
+    model.compile(loss=loss)
+    images, dirty = synthetic_batch()
+    outputs = model(images)
+    expected = float(model.compute_loss(y=clean_labels(), y_pred=outputs))
+    assert np.isfinite(expected) and expected > 0
+    assert float(model.compute_loss(y=dirty, y_pred=outputs)) == pytest.approx(expected, 1e-6)
+    worse = {"boxes": dirty["boxes"].copy(), "labels": dirty["labels"].copy()}
+    worse["boxes"][2, 1] = [np.nan, 0, 50, 50]  # non-finite
+    worse["boxes"][2, 2] = [200, 200, 300, 300]  # entirely outside the image
+    worse["boxes"][0, 2] = [80, 60, 20, 10]  # flipped
+    worse["labels"][:, 1:] = [[1, 0], [1, 1], [0, 1]]
+    worse["labels"][1, 1:] = -1
+    assert float(model.compute_loss(y=worse, y_pred=outputs)) == pytest.approx(expected, 1e-6)
+
+
+def test_images_without_objects_give_the_all_background_loss(trained):
+    model, _ = trained
+    images, _ = synthetic_batch()
+    boxes, logits = (keras.ops.convert_to_numpy(t) for t in model(images))
+    # Keras' focal loss clips probabilities to [1e-7, 1 - 1e-7] (the trained logits reach it)
+    p_background = np.clip(softmax(logits.astype("float64"))[..., 0], 1e-7, 1 - 1e-7)
+    focal = np.sum(-0.25 * (1 - p_background) ** 2 * np.log(p_background))  # / max(0, 1)
+    empty = {"boxes": np.full((3, 2, 4), -1.0, "float32"), "labels": np.full((3, 2), -1)}
+    no_slots = {"boxes": np.zeros((3, 0, 4), "float32"), "labels": np.zeros((3, 0), "int32")}
+    model.compile(loss="focal")
+    for labels in (empty, no_slots):
+        got = float(model.compute_loss(y=labels, y_pred=[boxes, logits]))
+        assert got == pytest.approx(focal, rel=1e-5)
+    model.compile(loss="hard_negative")  # no positives: no negatives mined, no box loss
+    assert float(model.compute_loss(y=empty, y_pred=[boxes, logits])) == 0.0
+
+
+def test_the_loss_gradient_is_finite_for_bad_boxes(trained):
+    import tensorflow as tf
+
+    model, _ = trained
+    model.compile(loss="focal")
+    images, labels = synthetic_batch()
+    labels["boxes"][2, 1] = [np.nan, np.inf, 50, 50]
+    labels["labels"][2, 1] = 0
+    outputs = [tf.Variable(t) for t in model(images)]
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(y=labels, y_pred=outputs)
+    gradients = tape.gradient(loss, outputs)
+    assert np.isfinite(float(loss))
+    assert all(np.isfinite(g.numpy()).all() for g in gradients)
+
+
+def test_labels_outside_num_classes_and_bad_shapes_raise():
+    _, labels = synthetic_batch()
+    with pytest.raises(ValueError, match=r"outside \[0, 2\).*: 7"):
+        check_detection_batch(labels, 2, "xyxy")
+    labels["labels"][2, 0] = 1
+    check_detection_batch(labels, 2, "xyxy")  # degenerate / outside boxes are not errors
+    with pytest.raises(ValueError, match="pad each image"):
+        check_detection_batch({"boxes": labels["boxes"][0], "labels": labels["labels"]}, 2)
+    with pytest.raises(ValueError, match="keras-hub style"):
+        check_detection_batch(labels["boxes"], 2)
+    labels["boxes"][0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        check_detection_batch(labels, 2)
+
+
+def test_a_wrong_bounding_box_format_names_the_accepted_ones(trained):
+    for call in (lambda: SSDLite(None, 2, bounding_box_format="cxcywh"),
+                 lambda: check_detection_batch(synthetic_batch()[1], 2, "cxcywh")):
+        with pytest.raises(ValueError, match="cxcywh.*xyxy, yxyx, xywh, center_xywh") as error:
+            call()
+        assert all(name in str(error.value) for name in BOUNDING_BOX_FORMATS)
+    model = trained[0]
+    with pytest.raises(ValueError, match="Unknown bounding_box_format 'XYWZ'"):
+        ObjectDetector(model.inputs, model.outputs, num_classes=2, bounding_box_format="XYWZ",
+                       anchor_config=model.get_config()["anchor_config"])

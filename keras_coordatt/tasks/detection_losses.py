@@ -6,7 +6,8 @@ its negatives, and a zero box term). Class logits are ``(B, N, num_classes + 1)`
 with the background at index 0; class targets ``(B, N)`` are 0 (background) or ``label + 1``.
 
 * :func:`focal_loss` (COCO setting): Keras' ``categorical_focal_crossentropy`` (softmax focal
-  loss, alpha 0.25, gamma 2) summed over every anchor.
+  loss, alpha 0.25, gamma 2) summed over every anchor. Keras clips the probabilities to
+  [1e-7, 1 - 1e-7], so an anchor's term saturates at ``-alpha * log(1e-7)`` (16.1 x alpha).
 * :func:`hard_negative_loss` (VOC setting, SSD's ``MultiBoxLoss``): softmax cross-entropy over
   the positives and, per image, the ``negative_ratio`` (3) x positives negatives of highest
   background loss (``-log softmax[0]``); an image without positives contributes nothing.
