@@ -115,6 +115,27 @@ def _check_sequences(extra_channels, extra_expansions, min_sizes, max_sizes, asp
             )
 
 
+def _check_arguments(backbone, num_classes, bounding_box_format, stride16_feature) -> dict:
+    """Checks what :func:`SSDLite` needs; returns the backbone's pyramid layer names."""
+    anchor_lib.check_bounding_box_format(bounding_box_format)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an integer >= 1, got {num_classes!r}.")
+    if stride16_feature not in STRIDE16_FEATURES:
+        raise ValueError(f"`stride16_feature` must be one of {STRIDE16_FEATURES}, got "
+                         f"{stride16_feature!r}.")
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError("SSDLite is built channels_last: set keras.config.set_image_data_format"
+                         "('channels_last') before building the backbone.")
+    layers = _check_backbone(backbone)
+    shape = tuple(backbone.inputs[0].shape)
+    if None in shape[1:3]:
+        raise ValueError(
+            f"SSDLite needs a backbone with a fixed input size (the anchors depend on it), got "
+            f"input shape {shape}: build it with input_shape=(320, 320, 3) for example."
+        )
+    return layers
+
+
 def _heads(levels, anchors_per_cell, num_classes: int):
     boxes, logits = [], []
     for k, (level, count) in enumerate(zip(levels, anchors_per_cell, strict=True)):
@@ -188,22 +209,7 @@ def SSDLite(
             ``keras_coordatt``; channels_first; an unknown ``bounding_box_format`` (the message
             lists the accepted ones); per-level settings of the wrong length; invalid numbers.
     """
-    anchor_lib.check_bounding_box_format(bounding_box_format)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be an integer >= 1, got {num_classes!r}.")
-    if stride16_feature not in STRIDE16_FEATURES:
-        raise ValueError(f"`stride16_feature` must be one of {STRIDE16_FEATURES}, got "
-                         f"{stride16_feature!r}.")
-    if keras.config.image_data_format() != "channels_last":
-        raise ValueError("SSDLite is built channels_last: set keras.config.set_image_data_format"
-                         "('channels_last') before building the backbone.")
-    layers = _check_backbone(backbone)
-    shape = tuple(backbone.inputs[0].shape)
-    if None in shape[1:3]:
-        raise ValueError(
-            f"SSDLite needs a backbone with a fixed input size (the anchors depend on it), got "
-            f"input shape {shape}: build it with input_shape=(320, 320, 3) for example."
-        )
+    layers = _check_arguments(backbone, num_classes, bounding_box_format, stride16_feature)
     _check_sequences(extra_channels, extra_expansions, min_sizes, max_sizes, aspect_ratios)
 
     levels = [backbone.get_layer(_stride16_layer(backbone, stride16_feature)).output,
