@@ -218,6 +218,7 @@ def match_anchors(boxes, labels, valid, anchors, iou_threshold: float = 0.5):
         background and label + 1 the classes, positive (B, N) bool)``.
     """
     boxes = ops.convert_to_tensor(boxes, "float32")
+    valid = ops.convert_to_tensor(valid, "bool")
     if boxes.shape[1] == 0:  # no box slot at all: one invalid slot keeps the argmax defined
         boxes = ops.zeros((ops.shape(boxes)[0], 1, 4), "float32")
         labels = ops.zeros((ops.shape(boxes)[0], 1), "int32")

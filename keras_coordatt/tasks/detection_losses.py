@@ -53,6 +53,7 @@ def hard_negative_loss(class_targets, class_logits, positive, negative_ratio: fl
     """Softmax cross-entropy over positives and mined negatives (``negative_ratio``:1 per
     image) / positives."""
     logits = ops.cast(class_logits, "float32")
+    positive = ops.convert_to_tensor(positive, "bool")
     cross_entropy = keras.losses.sparse_categorical_crossentropy(
         ops.cast(class_targets, "int32"), logits, from_logits=True
     )  # (B, N)
@@ -61,7 +62,7 @@ def hard_negative_loss(class_targets, class_logits, positive, negative_ratio: fl
     rank = ops.argsort(ops.argsort(-ranked, axis=-1), axis=-1)  # 0 = hardest negative
     num_negatives = negative_ratio * ops.sum(ops.cast(positive, "float32"), axis=-1,
                                              keepdims=True)
-    selected = positive | (ops.cast(rank, "float32") < num_negatives)
+    selected = ops.logical_or(positive, ops.cast(rank, "float32") < num_negatives)
     return ops.sum(ops.where(selected, cross_entropy, 0.0)) / _num_positives(positive)
 
 
