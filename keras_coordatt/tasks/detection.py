@@ -224,7 +224,10 @@ class ObjectDetector(keras.Model):
         )
 
     def predict_step(self, *args):
-        return self.decode_predictions(super().predict_step(*args))
+        outputs = super().predict_step(*args)
+        if keras.backend.backend() == "jax":  # JAX's step returns (outputs, variables)
+            return self.decode_predictions(outputs[0]), outputs[1]
+        return self.decode_predictions(outputs)
 
 
 
