@@ -1,6 +1,6 @@
 """PTQ and QAT int8 export of every family x attention at the networks' real size (224x224).
 
-For each case, in a process of its own (a converter crash ends that case only):
+For each case, in a child process (a converter crash ends that case only):
 
 1. build ``{MobileNetV2, MobileNeXt}(attention=None | "se" | "cbam" | "ca", alpha,
    input_shape=(224, 224, 3), classifier_activation=None)`` with fresh weights;
@@ -18,9 +18,10 @@ agrees.
     python benchmarks/qat_matrix.py --images tests/data/imagenet_small \\
         --alphas 0.35 0.5 1.0 --output benchmarks/results/<date>-qat-matrix.md
 
-``--case mobilenext:ca`` runs one case in this process and ``--json`` writes its result (what
-tests/test_qat_matrix.py does). Fine-tuning on real images before the comparison is
-``benchmarks/qat_fine_tune.py``.
+``--cases mobilenext:ca mobilenet_v2:se`` runs those cases in this process, one after another,
+and ``--json-dir`` receives their results; :func:`run_in_children` runs them in a child process
+that is replaced after a crash (what tests/test_qat_matrix.py does). Fine-tuning on real
+images before the comparison is ``benchmarks/qat_fine_tune.py``.
 """
 
 from __future__ import annotations
@@ -144,19 +145,55 @@ def run_case(family, attention, alpha, images, *, size=SIZE, fit_steps=1, seed=0
     return result
 
 
-def run_in_child(case: str, alpha: float, images: str, json_path: Path, timeout: float,
-                 extra: list[str] = ()) -> dict:
-    """``run_case`` in a child process; a crash or timeout becomes ``{"error": ...}``."""
-    command = [sys.executable, __file__, "--case", case, "--alphas", str(alpha),
-               "--images", images, "--json", str(json_path), *extra]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    if done.returncode != 0 or not json_path.exists():
-        return {"error": f"exit status {done.returncode}", "log": done.stderr[-3000:]}
-    return json.loads(json_path.read_text())
+def _json_name(case: str) -> str:
+    return case.replace(":", "_") + ".json"
+
+
+def run_cases(cases: list[str], alpha: float, images, folder: Path, **options) -> None:
+    """``run_case`` for each case in turn, in this process; each result (or the Python error it
+    raised) is written to ``folder/<family>_<attention>.json`` as soon as it is known."""
+    import traceback
+
+    for case in cases:
+        family, attention = case.split(":")
+        try:
+            result = run_case(family, attention, alpha, images, **options)
+        except Exception as error:  # noqa: BLE001 - recorded as that case's failure
+            result = {"error": f"{type(error).__name__}: {error}",
+                      "log": traceback.format_exc()[-3000:]}
+        (folder / _json_name(case)).write_text(json.dumps(result, indent=1))
+
+
+def run_in_children(cases: list[str], alpha: float, images: str, folder: Path,
+                    timeout: float, extra: list[str] = (),
+                    child: list[str] | None = None) -> dict[str, dict]:
+    """``run_cases`` in a child process; ``{case: result}``.
+
+    One child runs the cases in order (the one-time costs of a process, imports and TensorFlow's
+    tracing caches, are paid once, not per case). If the child dies (a converter crash) or a
+    case runs past ``timeout`` seconds, the first case without a result gets ``{"error": ...}``
+    and a new child runs the cases after it: a crash fails that case only. ``child`` is the
+    command that takes these arguments (default: this script).
+    """
+    results: dict[str, dict] = {}
+    remaining = list(cases)
+    while remaining:
+        command = [*(child or [sys.executable, __file__]), "--cases", *remaining,
+                   "--alphas", str(alpha), "--images", images, "--json-dir", str(folder),
+                   *extra]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  timeout=timeout * len(remaining), check=False)
+            cause, log = f"exit status {done.returncode}", done.stderr[-3000:]
+        except subprocess.TimeoutExpired:
+            cause, log = f"timed out after {timeout:.0f} s per case", ""
+        finished = [c for c in remaining if (folder / _json_name(c)).exists()]
+        for case in finished:
+            results[case] = json.loads((folder / _json_name(case)).read_text())
+        remaining = [c for c in remaining if c not in finished]
+        if remaining:  # the child ended during this case
+            results[remaining.pop(0)] = {"error": cause, "log": log}
+    return results
 
 
 def _markdown(results: list[dict], command: str) -> str:
@@ -197,34 +234,32 @@ def main(argv=None) -> int:
                         help="folder of real images (JPEG/PNG), or a .npy of them at 224")
     parser.add_argument("--limit", type=int, default=8, help="images used (default 8)")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.35])
-    parser.add_argument("--case", help="family:attention, run in this process")
+    parser.add_argument("--cases", nargs="+",
+                        help="family:attention cases, run in this process one after another")
     parser.add_argument("--fit-steps", type=int, default=1)
-    parser.add_argument("--json", type=Path, help="with --case: write the result here")
+    parser.add_argument("--json-dir", type=Path,
+                        help="with --cases: write each case's result here as JSON")
     parser.add_argument("--output", type=Path, help="Markdown table of the whole matrix")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
-    if args.case:
-        family, attention = args.case.split(":")
+    if args.cases:
+        folder = args.json_dir or Path(tempfile.mkdtemp(prefix="qat_matrix_"))
         images = load_images(args.images, limit=args.limit)
-        result = run_case(family, attention, args.alphas[0], images, fit_steps=args.fit_steps)
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=1))
-        print(json.dumps(result, indent=1))
+        run_cases(args.cases, args.alphas[0], images, folder, fit_steps=args.fit_steps)
+        for case in args.cases:
+            print((folder / _json_name(case)).read_text())
         return 0
     results = []
-    with tempfile.TemporaryDirectory() as folder:
-        for alpha in args.alphas:
-            for family in FAMILIES:
-                for attention in ATTENTIONS:
-                    case = f"{family}:{attention}"
-                    path = Path(folder) / f"{family}_{attention}_{alpha}.json"
-                    result = run_in_child(case, alpha, args.images, path, args.timeout,
-                                          ["--limit", str(args.limit),
-                                           "--fit-steps", str(args.fit_steps)])
-                    result.setdefault("case", case)
-                    result.setdefault("alpha", alpha)
-                    results.append(result)
-                    print(json.dumps(result), flush=True)
+    cases = [f"{family}:{attention}" for family in FAMILIES for attention in ATTENTIONS]
+    for alpha in args.alphas:
+        with tempfile.TemporaryDirectory() as folder:
+            found = run_in_children(cases, alpha, args.images, Path(folder), args.timeout,
+                                    ["--limit", str(args.limit),
+                                     "--fit-steps", str(args.fit_steps)])
+        for case in cases:
+            result = {"case": case, "alpha": alpha, **found[case]}
+            results.append(result)
+            print(json.dumps(result), flush=True)
     if args.output:
         command = "python benchmarks/qat_matrix.py " + " ".join(argv or sys.argv[1:])
         args.output.write_text(_markdown(results, command))
