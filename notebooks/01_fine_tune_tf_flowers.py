@@ -94,6 +94,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_coordatt.applications import MobileNetV2CA, preprocess_input
+from keras_coordatt.training import build_for_fit
 
 AUTOTUNE = tf.data.AUTOTUNE
 augment = keras.Sequential(
@@ -174,6 +175,7 @@ print(f"{model.count_params():,} parameters, {trainable:,} trainable")
 # %%
 loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+build_for_fit(model, train_ds)  # optimizer state made now: fit traces its step once
 history_head = model.fit(
     train_ds, validation_data=val_ds, epochs=HEAD_EPOCHS, verbose=2
 )
@@ -197,6 +199,7 @@ trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 print(f"{trainable:,} trainable parameters")
 
 model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss, metrics=["accuracy"])
+build_for_fit(model, train_ds)  # optimizer state made now: fit traces its step once
 history_fine = model.fit(
     train_ds,
     validation_data=val_ds,

@@ -80,6 +80,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_coordatt.applications import MobileNetV2CA, preprocess_input
+from keras_coordatt.training import build_for_fit
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -125,6 +126,7 @@ else:
     outputs = keras.layers.Dense(NUM_CLASSES, name="flowers")(x)
     model = keras.Model(backbone.input, outputs, name="flowers_mobilenetv2_ca")
     model.compile(keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"])
+    build_for_fit(model, train_ds)  # optimizer state made now: fit traces its step once
     model.fit(train_ds, epochs=FLOAT_EPOCHS, verbose=2)
 
 # %% [markdown]
@@ -177,6 +179,7 @@ qat_model.compile(
     loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"],
 )
+build_for_fit(qat_model, train_ds)  # optimizer state made now: fit traces its step once
 qat_history = qat_model.fit(train_ds, epochs=QAT_EPOCHS, verbose=2)
 
 # %% [markdown]

@@ -104,6 +104,7 @@ from keras_coordatt.applications import (
     decode_predictions,
     preprocess_input,
 )
+from keras_coordatt.training import build_for_fit
 
 model = MobileNetV2CA(
     input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3), alpha=ALPHA, weights=WEIGHTS
@@ -300,6 +301,7 @@ for kind in NEW_BLOCK:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    build_for_fit(variant, train_ds)  # optimizer state made now: fit traces its step once
     history = variant.fit(train_ds, epochs=EPOCHS, verbose=0)
     print(f"{kind:>4}: training accuracy {history.history['accuracy'][-1]:.1%}")
     variants[kind] = variant

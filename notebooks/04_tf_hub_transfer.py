@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from keras_coordatt.applications import MobileNetV2CA, preprocess_input
 from keras_coordatt.export.hub import export_hub, import_tensorflow_hub
+from keras_coordatt.training import build_for_fit
 
 backbone = MobileNetV2CA(
     input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
@@ -172,6 +173,7 @@ hub_model.compile(
     loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"],
 )
+build_for_fit(hub_model, train_ds)  # optimizer state made now: fit traces its step once
 hub_history = hub_model.fit(train_ds, epochs=EPOCHS, verbose=2)
 
 # %% [markdown]
@@ -196,6 +198,7 @@ keras_model.compile(
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"],
 )
+build_for_fit(keras_model, train_ds)  # optimizer state made now: fit traces its step once
 keras_history = keras_model.fit(train_ds, epochs=EPOCHS, verbose=2)
 
 # %% [markdown]

@@ -143,6 +143,7 @@ import keras
 
 from keras_coordatt.applications import MobileNetV2CA
 from keras_coordatt.tasks import DeepLabV3
+from keras_coordatt.training import build_for_fit
 
 keras.utils.set_random_seed(0)
 backbone = MobileNetV2CA(
@@ -154,6 +155,7 @@ schedule = keras.optimizers.schedules.PolynomialDecay(
     LEARNING_RATE, decay_steps=steps * EPOCHS, end_learning_rate=0.0, power=0.9
 )
 model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=4e-5))
+build_for_fit(model, train_ds)  # optimizer state made now: fit traces its step once
 history = model.fit(train_ds, epochs=EPOCHS, steps_per_epoch=steps, validation_data=val_ds,
                     verbose=2)
 
