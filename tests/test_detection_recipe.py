@@ -193,6 +193,20 @@ def test_random_ssd_augmentation_keeps_boxes_on_their_pixels():
     assert all(seen.values()), seen  # the seeds covered cut, dropped and flipped boxes
 
 
+def test_a_resumed_stream_reads_the_same_batches():
+    """Epoch e of train_batches depends on (seed, e) only: a run resumed at epoch 1 reads what
+    an uninterrupted run reads there, and the two epochs differ."""
+    source = dd.pennfudan_source(PENNFUDAN)
+    full = list(dd.train_batches(source, 32, 2, 2, seed=3, max_boxes=4, steps=1))
+    resumed = list(dd.train_batches(source, 32, 2, 2, start_epoch=1, seed=3, max_boxes=4,
+                                    steps=1))
+    assert (len(full), len(resumed)) == (2, 1)
+    np.testing.assert_array_equal(full[1][0].numpy(), resumed[0][0].numpy())
+    np.testing.assert_array_equal(full[1][1]["boxes"].numpy(), resumed[0][1]["boxes"].numpy())
+    assert not np.array_equal(full[0][0].numpy(), full[1][0].numpy())
+    assert full[0][1]["boxes"].shape == (2, 4, 4) and full[0][1]["labels"].shape == (2, 4)
+
+
 # ------------------------------------------------------------------------------ COCO metrics
 
 

@@ -230,7 +230,7 @@ def main(argv=None) -> int:
         print(f"Resuming from the backup after epoch {start}.", flush=True)
     options = {"max_boxes": args.max_boxes, "bounding_box_format": "yxyx"}
     train = dd.train_batches(train_source, args.image_size, args.batch_size, args.epochs,
-                             start_epoch=start, seed=args.seed,
+                             start_epoch=start, seed=args.seed, steps=steps,
                              photometric_distort=not args.no_photometric,
                              max_expand=1.0 if args.no_expand else 4.0, **options)
     val = dd.eval_batches(val_source, args.image_size, args.batch_size, **options)

@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from pathlib import Path
@@ -370,14 +371,15 @@ def _shuffled(source: DetectionSource, epoch_seed, window: int):
 def train_batches(source: DetectionSource, image_size: int, batch_size: int, epochs: int, *,
                   start_epoch: int = 0, seed: int = 0, max_boxes: int = 100,
                   bounding_box_format: str = "yxyx", shuffle_buffer: int = 1000,
-                  **augment) -> Any:
+                  steps: int | None = None, **augment) -> Any:
     """Epochs ``start_epoch .. epochs - 1`` of augmented batches back to back (module
-    docstring), ``num_examples // batch_size`` full batches each; ``augment``: the options of
+    docstring), ``steps`` (default ``num_examples // batch_size``, at most that) full batches
+    each: give ``fit`` the same ``steps_per_epoch``; ``augment``: the options of
     :func:`~keras_coordatt.tasks.detection_augment.ssd_augment`. Ignored boxes are dropped."""
     from keras_coordatt.tasks.detection_augment import ssd_augment
 
     tf = _tf()
-    steps = steps_per_epoch(source, batch_size)
+    steps = min(steps or sys.maxsize, steps_per_epoch(source, batch_size))
 
     def one_epoch(epoch):
         epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
