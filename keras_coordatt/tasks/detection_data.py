@@ -249,6 +249,18 @@ def pennfudan_source(root: str | os.PathLike,
     return _table_source(paths, boxes, labels, ignore, PENNFUDAN_DETECTION_CLASSES)
 
 
+def _split_size(info, split: str, dataset) -> int:
+    """Examples in a TFDS split (``"train+validation"`` included); counted when TFDS' record
+    of it is missing."""
+    for parts in ([split], split.split("+")):
+        try:
+            return sum(int(info.splits[part].num_examples) for part in parts)
+        except (KeyError, ValueError, TypeError):
+            continue
+    count = int(dataset.cardinality())
+    return count if count >= 0 else int(dataset.reduce(0, lambda n, _: n + 1))
+
+
 def tfds_source(names: str | Sequence[str], split: str,
                 data_dir: str | None = None) -> DetectionSource:
     """Sets of :data:`TFDS_PRESETS`, concatenated; ``split`` ``"train"`` / ``"val"`` map to each
@@ -277,7 +289,7 @@ def tfds_source(names: str | Sequence[str], split: str,
                     tf.cast(objects["label"], tf.int32), tf.cast(objects[key], tf.bool))
 
         parts.append(dataset.map(pick))
-        count += int(info.splits[tfds_split].num_examples)
+        count += _split_size(info, tfds_split, dataset)
     dataset = parts[0]
     for part in parts[1:]:
         dataset = dataset.concatenate(part)
