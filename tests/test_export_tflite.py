@@ -23,6 +23,7 @@ from keras_coordatt.export import (  # noqa: E402
     float_ops,
     inspect_tflite,
 )
+from keras_coordatt.training import build_for_fit  # noqa: E402
 
 from helpers import calibrate_batchnorm, load_cifar
 
@@ -88,6 +89,7 @@ def qat_models(models, cifar) -> dict:
                 tf_keras.optimizers.Adam(1e-4),
                 tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
+            build_for_fit(qat, labels[:48])  # one trace of the train step, not two
             history = qat.fit(images[:48], labels[:48], batch_size=16, epochs=1, verbose=0)
             assert np.isfinite(history.history["loss"]).all()
         result[kind] = qat
@@ -382,6 +384,7 @@ def trained_small_qat(cifar):
         tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    build_for_fit(qat, labels)  # one trace of the train step, not two
     history = qat.fit(images, labels, batch_size=25, epochs=8, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     return qat
