@@ -162,19 +162,23 @@ def export_detector_tflite(
     return str(path)
 
 
-def run_detector_tflite(path: str | os.PathLike, images: np.ndarray,
-                        num_threads: int = 2) -> dict[str, np.ndarray]:
+def run_detector_tflite(path: str | os.PathLike, images: np.ndarray, num_threads: int = 2,
+                        reference_kernels: bool = False) -> dict[str, np.ndarray]:
     """Runs a detector file of :func:`export_detector_tflite` image by image.
 
     ``images`` ``(B, H, W, 3)``: what the file takes (preprocessed floats, or raw pixels for a
     uint8 input). Returns ``{"boxes": (B, K, 4) relative yxyx, "labels": (B, K) int32,
     "confidence": (B, K), "num_detections": (B,) int32}``: the file's four outputs in the
     form of the Keras ``predict`` dict (slots after ``num_detections`` padded with -1).
+    ``reference_kernels=True``: LiteRT's builtin kernels without the default XNNPACK delegate.
     """
     from keras_coordatt.export.litert import _quantize
 
-    interpreter_class, _ = tflite_lib._litert_interpreter_class()
-    interpreter = interpreter_class(model_path=os.fspath(path), num_threads=num_threads)
+    interpreter_class, resolver = tflite_lib._litert_interpreter_class()
+    options = ({"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+               if reference_kernels else {})
+    interpreter = interpreter_class(model_path=os.fspath(path), num_threads=num_threads,
+                                    **options)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
     outputs = interpreter.get_output_details()
