@@ -120,7 +120,7 @@ def export_detector_tflite(
         representative_dataset: calibration images ``(M, H, W, 3)`` for ``mode="int8"``
             (preprocessed like the detector's inputs; raw 0..255 pixels with
             ``input_type="uint8"``), or anything ``export_tflite`` takes.
-        qat_model: ``quantize_model(detector)`` after QAT fine-tuning; exported with ``mode="int8"``.
+        qat_model: ``quantize_model(detector)`` after QAT fine-tuning (``mode="int8"``).
         input_type / normalization: ``"uint8"`` makes the file take uint8 RGB images and
             normalise them itself (MediaPipe's input), as in ``export_tflite``.
         score_threshold / nms_iou_threshold / max_detections: the op's settings (default: the
