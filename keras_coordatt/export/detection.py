@@ -121,6 +121,9 @@ def export_detector_tflite(
             (preprocessed like the detector's inputs; raw 0..255 pixels with
             ``input_type="uint8"``), or anything ``export_tflite`` takes.
         qat_model: ``quantize_model(detector)`` after QAT fine-tuning (``mode="int8"``).
+            Known limit (TF 2.21): the SavedModel conversion path that keeps the op refuses
+            some QAT graphs ("'tfl.pad' op quantization parameters violate the same scale
+            constraint", raised as ``ConversionError``); PTQ int8 converts.
         input_type / normalization: ``"uint8"`` makes the file take uint8 RGB images and
             normalise them itself (MediaPipe's input), as in ``export_tflite``.
         score_threshold / nms_iou_threshold / max_detections: the op's settings (default: the
