@@ -42,6 +42,10 @@ Converts a model to TFLite with builtin ops only (never SELECT_TF_OPS). The mode
             --calibration-images (a folder of images like the ones the model will see;
             subfolders are searched). --int8-io also makes the input/output tensors int8.
 
+A saved object detector (keras_coordatt.tasks.SSDLite) is exported with the post-processing
+op TFLite_Detection_PostProcess after its network (outputs: boxes, classes, scores,
+num_detections; batch 1), its own score / NMS thresholds and detection count.
+
 An int8 export is checked op by op: if any op between the input QUANTIZE and the output
 DEQUANTIZE computes in float, the file is deleted and the command fails (--no-strict keeps it).
 """
@@ -149,6 +153,26 @@ def _load_model(args: argparse.Namespace):
         return tf_keras.models.load_model(path)
 
 
+def _is_detector(model) -> bool:
+    from keras_coordatt.tasks.detection import ObjectDetector
+
+    return isinstance(model, ObjectDetector)
+
+
+def _export_detector(model, args: argparse.Namespace, calibration) -> str:
+    """An ObjectDetector with ``TFLite_Detection_PostProcess`` (prints what the file gives)."""
+    from keras_coordatt.export.detection import OUTPUT_NAMES, POSTPROCESS_OP, export_detector_tflite
+
+    if args.int8_io or args.input_size is not None or args.batch_size not in (None, 1):
+        raise ValueError("an object detector exports at its own input size, batch 1, with float "
+                         "outputs: drop --int8-io, --input-size and --batch-size")
+    path = export_detector_tflite(model, args.output, args.mode, calibration,
+                                  strict=not args.no_strict)
+    print(f"detector: network then {POSTPROCESS_OP} ({model.num_classes} classes, "
+          f"{len(model.anchors)} anchors) -> {', '.join(OUTPUT_NAMES)}")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``export-tflite`` for parsed ``args``; raises :class:`CliError`."""
     from keras_coordatt.export.tflite import export_tflite, float_ops, inspect_tflite
@@ -178,18 +202,22 @@ def run(args: argparse.Namespace) -> int:
             calibration = calibration_images(
                 args.calibration_images, shape[:2], args.calibration_steps, args.preprocessing
             )
-        path = export_tflite(
-            model, args.output, args.mode, calibration, int8_io=args.int8_io,
-            input_shape=shape if args.input_size is not None else None,
-            batch_size=args.batch_size, strict=not args.no_strict,
-        )
+        if _is_detector(model):
+            path = _export_detector(model, args, calibration)
+        else:
+            path = export_tflite(
+                model, args.output, args.mode, calibration, int8_io=args.int8_io,
+                input_shape=shape if args.input_size is not None else None,
+                batch_size=args.batch_size, strict=not args.no_strict,
+            )
     except (ValueError, ImportError, OSError) as error:
         raise CliError(str(error)) from None
     size_kb = os.path.getsize(path) / 1024
     print(f"wrote {args.mode} TFLite model of {model.name} ({shape[0]}x{shape[1]} input, "
           f"{size_kb:.0f} KB) -> {path}")
     if args.mode == "int8":
-        floats = float_ops(inspect_tflite(path), allow_float_io=not args.int8_io)
+        floats = [op for op in float_ops(inspect_tflite(path), allow_float_io=not args.int8_io)
+                  if op.name != "TFLite_Detection_PostProcess"]  # a detector's float op
         inside = "no op computes in float" if not floats else f"{len(floats)} float op(s)"
         print(f"int8 check: {inside}"
               f"{' (int8 input and output)' if args.int8_io else ' (float input/output)'}")

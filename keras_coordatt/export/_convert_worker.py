@@ -5,7 +5,10 @@ and called once per request by ``serve`` in the reusable child (``_converter_pro
 reads ``request.json`` (input / output tensor names, converter settings), ``graph.pb`` (a frozen
 ``GraphDef``: every variable already a constant) and, for post-training int8,
 ``calibration.npy`` (the representative samples, ``(steps, batch, H, W, C)``); writes
-``model.tflite``, or ``error.txt`` and exit status 1 when the converter raises. A converter
+``model.tflite``, or ``error.txt`` and exit status 1 when the converter raises. A request with
+``"detection_postprocess"`` (an object detector: the graph's outputs are box encodings and
+class scores) gets the custom op ``TFLite_Detection_PostProcess`` appended
+(:func:`_with_postprocess`). A converter
 that crashes (segmentation fault, abort) ends only this process: the parent reports it.
 """
 
@@ -31,8 +34,61 @@ def _concrete_function(tf, graph_def, input_name: str, output_names: list[str]):
     )
 
 
+#: The op's attributes (the kernel's names) and their text-proto value fields.
+_POSTPROCESS_ATTRIBUTES = (
+    ("max_detections", "i"), ("max_classes_per_detection", "i"), ("use_regular_nms", "b"),
+    ("nms_score_threshold", "f"), ("nms_iou_threshold", "f"), ("y_scale", "f"),
+    ("x_scale", "f"), ("h_scale", "f"), ("w_scale", "f"), ("num_classes", "i"),
+)
+
+
+def _implements_signature(options: dict) -> str:
+    """The ``experimental_implements`` text proto naming ``TFLite_Detection_PostProcess``."""
+    def value(kind, raw):
+        return str(bool(raw)).lower() if kind == "b" else repr(float(raw)) if kind == "f" \
+            else str(int(raw))
+
+    fields = [f'attr {{ key: "{key}" value {{ {kind}: {value(kind, options[key])} }} }}'
+              for key, kind in _POSTPROCESS_ATTRIBUTES]
+    return " ".join(['name: "TFLite_Detection_PostProcess"', *fields])
+
+
+def _with_postprocess(tf, network, options: dict):
+    """``network`` (``image -> [box_encodings (1, N, 4), scores (1, N, C + 1)]``) followed by
+    a composite function that the converter replaces by ``TFLite_Detection_PostProcess`` (the
+    TF Object Detection API's way); ``options["anchors"]``: ``(N, 4)`` center-size ``yxhw``.
+    Returns ``(module, concrete function)``: the converter saves the module as a SavedModel,
+    the path on which the composite function survives (freezing would inline it)."""
+    import numpy as np
+
+    anchors = np.asarray(options["anchors"], dtype=np.float32)
+
+    @tf.function(experimental_implements=_implements_signature(options))
+    def postprocess(box_encodings, scores, anchors):
+        del box_encodings, scores, anchors  # the converter replaces this body by the op
+        return (tf.constant(0.0, name="boxes"), tf.constant(0.0, name="classes"),
+                tf.constant(0.0, name="scores"), tf.constant(0.0, name="num_detections"))
+
+    spec = network.inputs[0]
+    module = tf.Module()
+    module.network = network
+
+    @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype)])
+    def serve(images):
+        box_encodings, scores = module.network(images)
+        return postprocess(box_encodings, scores, tf.constant(anchors))
+
+    module.serve = serve
+    return module, serve.get_concrete_function()
+
+
 def _converter(tf, function, request: dict, directory: Path):
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    if request.get("detection_postprocess"):
+        module, function = _with_postprocess(tf, function, request["detection_postprocess"])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+        converter.allow_custom_ops = True
+    else:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     mode = request["mode"]
     if mode == "float16":
@@ -112,6 +168,24 @@ def _quantize(tf, calibrated: bytes, request: dict) -> bytes:
     )
 
 
+def _standard_output_order(flatbuffer: bytes) -> bytes:
+    """The model's outputs in the post-processing op's order (boxes, classes, scores, count):
+    the SavedModel path sorts them by name."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    codes = [getattr(code, "customCode", None) for code in model.operatorCodes]
+    subgraph = model.subgraphs[0]
+    for operator in subgraph.operators:
+        code = codes[operator.opcodeIndex]
+        if code is not None and code.decode() == "TFLite_Detection_PostProcess":
+            if sorted(operator.outputs) != sorted(subgraph.outputs):
+                raise ValueError("TFLite_Detection_PostProcess does not give the model's outputs.")
+            subgraph.outputs = list(operator.outputs)
+            return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    raise ValueError("The converter did not produce TFLite_Detection_PostProcess.")
+
+
 def main(directory: str) -> int:
     directory = Path(directory)
     try:
@@ -124,6 +198,8 @@ def main(directory: str) -> int:
         flatbuffer = _converter(tf, function, request, directory).convert()
         if request["mode"] == "int8" and not request["qat"]:
             flatbuffer = _quantize(tf, flatbuffer, request)
+        if request.get("detection_postprocess"):
+            flatbuffer = _standard_output_order(flatbuffer)
         (directory / "model.tflite").write_bytes(flatbuffer)
     except Exception as error:  # reported to the parent, which raises
         (directory / "error.txt").write_text(

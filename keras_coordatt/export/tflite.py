@@ -186,9 +186,10 @@ class _ConvertibleQuantization:
 
 
 def _frozen_graph(tf, model, shape, batch_size, pixels: ImageInput | None = None, mode="",
-                  qat=False):
+                  qat=False, head=None):
     """``model(inputs, training=False)`` (or, for a uint8 image input, ``pixels.wrap``'s
-    normalisation then the model) traced for one input signature, variables frozen.
+    normalisation then the model) traced for one input signature, variables frozen; ``head``
+    (``outputs -> outputs``, TensorFlow ops) is applied to the model's outputs if given.
 
     Returns ``(graph_def, input_name, output_names)``. Frozen the way the converter freezes a
     concrete function itself (no lowering through a SavedModel: that kept a Keras 3 model's
@@ -201,7 +202,8 @@ def _frozen_graph(tf, model, shape, batch_size, pixels: ImageInput | None = None
     dtype = pixels.input_dtype(tf, mode) if pixels else tf.float32
     spec = tf.TensorSpec((batch_size, *shape), dtype, name="inputs")
     call = pixels.wrap(tf, model, qat) if pixels else lambda x: model(x, training=False)
-    serve = tf.function(call, input_signature=[spec])
+    serve = tf.function(call if head is None else lambda x: head(call(x)),
+                        input_signature=[spec])
     frozen, graph_def = convert_variables_to_constants_v2_as_graph(
         serve.get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
     )
@@ -244,7 +246,9 @@ def _convert_in_child(folder: Path) -> None:
 
 
 def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps, int8_io,
-             isolate, pixels: ImageInput | None) -> bytes:
+             isolate, pixels: ImageInput | None, head=None, extra_request=None) -> bytes:
+    """Freezes and converts ``model`` (``head``: see :func:`_frozen_graph`; ``extra_request``:
+    more keys of the worker's request, e.g. the detection post-processing)."""
     tf = _import_tf()
     _check_finite_weights(model)
     samples = None
@@ -256,10 +260,10 @@ def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps,
     with _ConvertibleQuantization(model, qat) if quantized else contextlib.nullcontext(), \
             direct_dilated_convolutions(tf):
         graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size,
-                                                            pixels, mode, qat)
+                                                            pixels, mode, qat, head)
     request = {"mode": mode, "qat": qat, "int8_io": int8_io, "input": input_name,
                "outputs": output_names, "min_range_width": MIN_RANGE_WIDTH,
-               "uint8_input": pixels is not None}
+               "uint8_input": pixels is not None, **(extra_request or {})}
     return _run_converter(request, graph_def, samples, isolate)
 
 

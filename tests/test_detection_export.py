@@ -1,0 +1,202 @@
+"""TFLite detectors with ``TFLite_Detection_PostProcess``: float32, PTQ int8 (uint8 input),
+the real 320x320 size, and the ``export-tflite`` command.
+
+Oracles: the Keras model's ``predict`` detections (decoded and NMS'd by our own
+``decode_detections``) against the LiteRT interpreter's run of the custom op, which we did
+not write; the op list of the file (read by LiteRT).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from test_detection import ALPHA, SIZE, synthetic_batch
+from test_detection import numpy_iou as iou
+
+from keras_coordatt.applications import MobileNetV2, MobileNetV2CA, preprocess_input
+from keras_coordatt.export import inspect_tflite
+from keras_coordatt.export.detection import (
+    OUTPUT_NAMES,
+    POSTPROCESS_OP,
+    export_detector_tflite,
+    network_float_ops,
+    run_detector_tflite,
+)
+from keras_coordatt.tasks import SSDLite
+
+from helpers import calibrate_batchnorm
+
+pytestmark = pytest.mark.tflite
+
+
+def pixels() -> np.ndarray:
+    """:func:`synthetic_batch`'s three images as raw 128x128 pixels."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(60, 100, (3, SIZE, SIZE, 3))
+    images[0, 20:70, 30:90] = [220, 30, 30]
+    images[1, 60:128, 10:60] = [30, 30, 220]
+    return np.round(images).astype("float32")  # whole pixel values, what a uint8 file takes
+
+
+@pytest.fixture(scope="module")
+def detector():
+    """The SSDLite of ``test_detection`` (MobileNetV2 0.35, relative ``yxyx`` boxes) fitted
+    20 steps on the synthetic boxes, its BN statistics those of the images (one detection per
+    object, as in training mode); thresholds 0.3 / 0.5, 10 detections."""
+    keras.utils.set_random_seed(0)
+    images, labels = synthetic_batch()
+    labels["boxes"] = labels["boxes"][..., [1, 0, 3, 2]] / SIZE  # xyxy pixels -> rel_yxyx
+    backbone = MobileNetV2((SIZE, SIZE, 3), alpha=ALPHA, include_top=False, weights=None)
+    calibrate_batchnorm(backbone, images)
+    backbone.trainable = False
+    model = SSDLite(backbone, 2, bounding_box_format="rel_yxyx", score_threshold=0.3,
+                    max_detections=10)
+    model.compile(keras.optimizers.Adam(0.01), jit_compile=False)
+    model.optimizer.build(model.trainable_variables)
+    for _ in range(20):
+        model.train_on_batch(images, labels)
+    return calibrate_batchnorm(model, images)  # the heads' BN statistics, as trained
+
+
+@pytest.fixture(scope="module")
+def expected(detector):
+    return detector.predict(preprocess_input(pixels()), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def files(detector, tmp_path_factory):
+    """``{"float32": path, "int8": path}``; the int8 file takes uint8 pixels (PTQ)."""
+    folder = tmp_path_factory.mktemp("detectors")
+    return {
+        "float32": export_detector_tflite(detector, folder / "f32.tflite"),
+        "int8": export_detector_tflite(detector, folder / "int8.tflite", "int8", pixels(),
+                                       input_type="uint8"),
+    }
+
+
+def matches(ours: dict, theirs: dict, floor: float = 0.0):
+    """For every Keras detection with confidence >= ``floor``: (IoU with the best TFLite box of
+    the same class in the same image, |score difference|)."""
+    found = []
+    for b in range(len(ours["num_detections"])):
+        count = int(theirs["num_detections"][b])
+        boxes = np.clip(theirs["boxes"][b, :count], 0, 1)  # the op does not clip
+        for k in range(int(ours["num_detections"][b])):
+            if ours["confidence"][b, k] < floor:
+                continue
+            same = theirs["labels"][b, :count] == ours["labels"][b, k]
+            overlap = np.where(same, iou(ours["boxes"][b, k][None], boxes)[0], 0.0)
+            best = int(np.argmax(overlap)) if count else 0
+            gap = abs(theirs["confidence"][b, best] - ours["confidence"][b, k]) if count else 1
+            found.append((overlap[best] if count else 0.0, gap))
+    return np.asarray(found)
+
+
+def test_float32_file_gives_the_keras_detections(files, expected):
+    ops = inspect_tflite(files["float32"])
+    assert ops[-1].name == POSTPROCESS_OP and ops[-1].inputs == ("float32",) * 3
+    found = run_detector_tflite(files["float32"], preprocess_input(pixels()))
+    assert found["boxes"].shape == (3, 10, 4) and found["num_detections"].shape == (3,)
+    np.testing.assert_array_equal(found["num_detections"], expected["num_detections"])
+    assert expected["num_detections"][:2].min() >= 1  # the objects are found
+    pairs = matches(expected, found)
+    assert len(pairs) == expected["num_detections"].sum()
+    assert pairs[:, 0].min() >= 0.95 and pairs[:, 1].max() <= 0.01, pairs
+
+
+def network_outputs(path, images) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs of the file's post-processing op (its network's box encodings and scores,
+    dequantized), image by image, read from LiteRT's preserved intermediate tensors."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(path), experimental_preserve_all_tensors=True,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    op = next(op for op in interpreter._get_ops_details() if op["op_name"] == POSTPROCESS_OP)
+    source = interpreter.get_input_details()[0]
+    boxes, scores = [], []
+    for image in images:
+        interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+        interpreter.invoke()
+        boxes.append(interpreter.get_tensor(op["inputs"][0])[0])
+        scores.append(interpreter.get_tensor(op["inputs"][1])[0])
+    return np.stack(boxes), np.stack(scores)
+
+
+def test_int8_file_is_all_int8_up_to_the_op_and_decodes_its_network(detector, files):
+    from keras_coordatt.tasks.detection_postprocess import decode_detections
+
+    ops = inspect_tflite(files["int8"])
+    assert network_float_ops(ops) == [], network_float_ops(ops)
+    assert ops[0].name == "QUANTIZE" and ops[0].inputs == ("uint8",)  # raw pixels in
+    assert [op.name for op in ops].count(POSTPROCESS_OP) == 1 and ops[-1].name == POSTPROCESS_OP
+    convs = [op for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(convs) > 40 and all(op.outputs == ("int8",) for op in convs)
+    # the op decodes the int8 network's own outputs as Keras' post-processing would (the same
+    # kernels in both runs: XNNPACK's int8 kernels round differently)
+    found = run_detector_tflite(files["int8"], pixels(), reference_kernels=True)
+    encodings, scores = network_outputs(files["int8"], pixels())
+    decoded = decode_detections(encodings, np.log(scores + 1e-12), detector.anchors,
+                                bounding_box_format="rel_yxyx", image_size=(SIZE, SIZE),
+                                score_threshold=0.3, iou_threshold=0.5, max_detections=10)
+    decoded = {key: keras.ops.convert_to_numpy(value) for key, value in decoded.items()}
+    np.testing.assert_array_equal(found["num_detections"], decoded["num_detections"])
+    pairs = matches(decoded, found)
+    assert len(pairs) >= 1 and pairs[:, 0].min() >= 0.95 and pairs[:, 1].max() <= 0.01, pairs
+    # (Not compared with the Keras detections: PTQ of a random-weight backbone moves the boxes
+    # of this detector by IoU 0.3-0.5; the issue's IoU >= 0.9 is for trained weights.)
+
+
+def test_the_file_has_the_four_standard_outputs(files):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(files["int8"]))
+    interpreter.allocate_tensors()
+    outputs = interpreter.get_output_details()
+    assert [tuple(o["shape"]) for o in outputs] == [(1, 10, 4), (1, 10), (1, 10), (1,)]
+    assert {o["dtype"] for o in outputs} == {np.float32}
+    assert len(OUTPUT_NAMES) == 4
+
+
+def test_mobilenetv2ca_at_320_exports_with_the_op(tmp_path):
+    detector = SSDLite(MobileNetV2CA((320, 320, 3), include_top=False, weights=None), 80)
+    path = export_detector_tflite(detector, tmp_path / "ssdlite320.tflite", max_detections=25)
+    ops = inspect_tflite(path)
+    assert ops[-1].name == POSTPROCESS_OP
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "SOFTMAX"} <= {op.name for op in ops}
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, 320, 320, 3)
+    shapes = [tuple(o["shape"]) for o in interpreter.get_output_details()]
+    assert shapes == [(1, 25, 4), (1, 25), (1, 25), (1,)]
+    anchors = next(t for t in interpreter.get_tensor_details()
+                   if tuple(t["shape"]) == (3232, 4))  # the anchors, a constant of the op
+    np.testing.assert_array_equal(interpreter.get_tensor(anchors["index"]), detector.anchors)
+
+
+def test_bad_arguments_raise(detector, tmp_path):
+    with pytest.raises(ValueError, match="takes a keras_coordatt.tasks ObjectDetector"):
+        export_detector_tflite(detector.layers[1], tmp_path / "x.tflite")
+    with pytest.raises(ValueError, match="needs a representative_dataset"):
+        export_detector_tflite(detector, tmp_path / "x.tflite", "int8")
+    with pytest.raises(ValueError, match="qat_model= takes the QAT twin"):
+        export_detector_tflite(detector, tmp_path / "x.tflite", qat_model=detector)
+    with pytest.raises(ValueError, match="max_detections"):
+        export_detector_tflite(detector, tmp_path / "x.tflite", max_detections=0)
+
+
+def test_cli_exports_a_saved_detector_with_the_op(detector, expected, tmp_path, capsys):
+    from keras_coordatt.cli import main
+
+    saved = tmp_path / "detector.keras"
+    detector.save(saved)
+    out = tmp_path / "cli.tflite"
+    assert main(["export-tflite", str(out), "--keras-model", str(saved)]) == 0
+    printed = capsys.readouterr().out
+    assert POSTPROCESS_OP in printed and "boxes, classes, scores, num_detections" in printed
+    found = run_detector_tflite(out, preprocess_input(pixels()))
+    np.testing.assert_array_equal(found["num_detections"], expected["num_detections"])
