@@ -23,6 +23,7 @@ LONG_FILES = (
     "test_qat_matrix.py", "test_notebooks.py", "test_demo.py", "test_segmentation_recipe.py",
     "test_export_hub.py", "test_classification_recipe.py", "test_benchmark.py",
     "test_export_tflite.py", "test_readme.py", "test_deeplab.py", "test_qat_robustness.py",
+    "test_detection_export.py", "test_detection_recipe.py", "test_detection.py",
 )
 
 

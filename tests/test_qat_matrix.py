@@ -90,7 +90,7 @@ for case in cases:
 
 def test_a_crash_or_a_hang_fails_one_case_and_a_new_child_runs_the_rest(tmp_path):
     """The orchestration of ``run_in_children``, with a stand-in child that aborts or hangs."""
-    script = tmp_path / "child.py"
+    script = tmp_path / "stand_in_child"
     script.write_text(FAKE_CHILD)
     cases = ["a:1", "crash:here", "b:2", "hang:here", "c:3"]
     found = qat_matrix.run_in_children(cases, ALPHA, "unused.npy", tmp_path, timeout=2,
