@@ -74,7 +74,7 @@ def _depthwise_scales(path) -> tuple:
     return s_in[0], s_w, s_out[0]
 
 
-def _qat_run(Q, tf_keras, model, images, floor: float, folder) -> dict:
+def _qat_run(Q, tf_keras, model, images, floor: float | None, folder) -> dict:
     """The README's recipe: quantize_model (calibrated), compile, a short fit, int8 export."""
     from keras_coordatt.export import export_tflite, float_ops, inspect_tflite
 
@@ -101,7 +101,6 @@ def runs(Q, tf_keras, dead_model, images, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("bn_floor")
     return {floor: _qat_run(Q, tf_keras, dead_model, images, floor, folder)
             for floor in (None, 0.0)}  # None: the default
-
 
 
 def test_dead_channel_multiplier_stays_below_one_through_fit_and_export(runs):
@@ -160,3 +159,13 @@ def test_floor_layer_against_numpy(tf_keras):
 def test_bad_floor_is_refused(Q, dead_model, value):
     with pytest.raises(ValueError, match=r"bn_variance_floor must be a number in \[0, 1\]"):
         Q.quantize_model(dead_model, bn_variance_floor=value)
+
+
+def test_the_given_tf_keras_model_is_not_modified(Q, dead_model, images):
+    twin = Q.to_tf_keras(dead_model)
+    bn = twin.get_layer("dw_bn")
+    gamma = bn.gamma.numpy().copy()
+    qat = Q.quantize_model(twin, images[:8])
+    (floored,) = [m for m in qat.submodules if type(m).__name__ == "BatchNormalization"]
+    assert floored is not bn and floored.epsilon > 100 * bn.epsilon
+    assert bn.epsilon == pytest.approx(1e-3) and np.array_equal(bn.gamma.numpy(), gamma)
