@@ -48,32 +48,29 @@ def _dataset(images, labels, batch_size, shuffle_seed=None, size=SIZE):
     return data.batch(batch_size).map(prepare).prefetch(2)
 
 
-def _floor_bn_variance(model, relative: float, tf_keras) -> int:
-    """Raises every BatchNormalization moving variance below ``relative`` times its layer's
-    median to that value; returns how many channels changed. A channel whose input was
-    constant in training (a dead ReLU) has variance ~0 and a folded gain ``gamma / sigma`` near
-    ``gamma / sqrt(eps)``, which the int8 file cannot follow (see
-    results/2026-12-02-qat-alpha035-gap-2core-amd-epyc.md)."""
-    changed = 0
+def _low_variance_channels(model, relative: float, tf_keras) -> int:
+    """How many BatchNormalization channels of ``model`` have a moving variance below
+    ``relative`` times their layer's median (dead inputs: the channels whose folded gain
+    ``quantize_model``'s ``bn_variance_floor`` bounds; see
+    results/2026-12-02-qat-alpha035-gap-2core-amd-epyc.md). Counts only, changes nothing."""
+    count = 0
     for layer in model.submodules:
         if isinstance(layer, tf_keras.layers.BatchNormalization):
             variance = layer.moving_variance.numpy()
-            floor = relative * float(np.median(variance))
-            changed += int(np.sum(variance < floor))
-            layer.moving_variance.assign(np.maximum(variance, floor))
-    return changed
+            count += int(np.sum(variance < relative * float(np.median(variance))))
+    return count
 
 
 def run(model_name: str, alpha: float, float_images: int, qat_images: int, evaluate: int,
         seed: int = 0, train_size: int = 96, epochs: int = 6,
         class_names: list[str] | None = None, qat_epochs: int = 1,
-        data_dir: Path | None = None, bn_variance_floor: float = 0.0) -> dict:
+        data_dir: Path | None = None, bn_variance_floor: float | None = None) -> dict:
     import keras
 
     from keras_coordatt import applications
     from keras_coordatt.datasets import load_cifar10_subset, load_image_folder
     from keras_coordatt.export import LiteRTModel, export_tflite, float_ops, inspect_tflite
-    from keras_coordatt.quantization import calibrate, quantize_model
+    from keras_coordatt.quantization import quantize_model
     from keras_coordatt.quantization._deps import import_qat_stack
     from keras_coordatt.training import build_for_fit
 
@@ -126,13 +123,10 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
 
     start = time.perf_counter()
     calibration = np.concatenate([x for x, _ in _dataset(train_x[:64], train_y[:64], 32)])
-    if bn_variance_floor:  # an experiment (issue 15): bound the gain of dead BN channels
-        qat = quantize_model(model)
-        result["bn_channels_floored"] = _floor_bn_variance(qat, bn_variance_floor, tf_keras)
-        result["bn_variance_floor"] = bn_variance_floor
-        calibrate(qat, calibration)
-    else:
-        qat = quantize_model(model, calibration_data=calibration)
+    floor = {} if bn_variance_floor is None else {"bn_variance_floor": bn_variance_floor}
+    qat = quantize_model(model, calibration_data=calibration, **floor)
+    result["bn_variance_floor"] = floor.get("bn_variance_floor", "library default")
+    result["bn_channels_low_variance"] = _low_variance_channels(qat, 0.01, tf_keras)
     qat_steps = qat_epochs * -(-min(qat_images, len(train_x)) // 32)
     qat.compile(optimizer=tf_keras.optimizers.SGD(  # cosine to 0: ends on a settled network
         tf_keras.optimizers.schedules.CosineDecay(0.005, qat_steps), momentum=0.9),
@@ -140,9 +134,8 @@ def run(model_name: str, alpha: float, float_images: int, qat_images: int, evalu
     build_for_fit(qat, train_y)
     qat.fit(_dataset(train_x[:qat_images], train_y[:qat_images], 32, seed + 1),
             epochs=qat_epochs, verbose=2)  # at 224: also adapts the network to the larger objects
-    if bn_variance_floor:  # fit moves a dead channel's variance back towards 0 (momentum 0.9)
-        result["bn_channels_floored_after_fit"] = _floor_bn_variance(
-            qat, bn_variance_floor, tf_keras)
+    # fit moves a dead channel's variance back towards 0; the floor's epsilon stays
+    result["bn_channels_low_variance_after_fit"] = _low_variance_channels(qat, 0.01, tf_keras)
     result["qat_seconds"] = time.perf_counter() - start
 
     path = Path(export_tflite(qat, Path(tempfile.mkdtemp()) / "qat.tflite", mode="int8"))
@@ -217,7 +210,8 @@ def _markdown(results, command, full_cifar: bool) -> str:
             lines.append(f"| {r['model']} | {r['alpha']} | ERROR {r['error']} |")
             continue
         lines.append(
-            f"| {r['model']} | {r['alpha']} | {r['classes']} classes, {r['epochs']} x "
+            f"| {r['model']} (BN floor {r.get('bn_variance_floor', 0)}) | {r['alpha']} | "
+            f"{r['classes']} classes, {r['epochs']} x "
             f"{r['float_images']} imgs at "
             f"{r['train_size']} | {r['qat_images']} x {r.get('qat_epochs', 1)} | "
             f"{r['eval_images']} | {r['float_top1']:.1%} | {r['qat_top1']:.1%} | "
@@ -246,9 +240,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path,
                         help="CIFAR-10 as <dir>/{train,test}/<class>/*.jpg (default: the "
                              "bundled subset, 400 train images a class)")
-    parser.add_argument("--bn-variance-floor", type=float, default=0.0,
-                        help="before and after the QAT fit, raise BN moving variances below this "
-                             "fraction of their layer's median to it (default 0: off)")
+    parser.add_argument("--bn-variance-floor", type=float, default=None,
+                        help="quantize_model's bn_variance_floor (default: the library's, "
+                             "0.01; 0 disables it, for comparison)")
     parser.add_argument("--json", type=Path, help="run one alpha here, write its result")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
@@ -270,7 +264,8 @@ def main(argv=None) -> int:
                  str(args.qat_images), "--eval", str(args.eval), "--epochs", str(args.epochs),
                  "--train-size", str(args.train_size), "--json", str(path),
                  "--qat-epochs", str(args.qat_epochs),
-                 "--bn-variance-floor", str(args.bn_variance_floor),
+                 *(["--bn-variance-floor", str(args.bn_variance_floor)]
+                   if args.bn_variance_floor is not None else []),
                  *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
                  *(["--classes", args.classes] if args.classes else [])],
                 check=False,

@@ -10,6 +10,11 @@ import numpy as np
 from keras_coordatt.export._data import DataLike, iter_batches
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, widen_range
 from keras_coordatt.quantization import tf_keras_layers
+from keras_coordatt.quantization._bn_floor import (
+    DEFAULT_BN_VARIANCE_FLOOR,
+    check_variance_floor,
+    floor_bn_gain,
+)
 from keras_coordatt.quantization._deps import import_qat_stack
 from keras_coordatt.quantization.configs import QuantizeScheme
 from keras_coordatt.quantization.twin import to_tf_keras
@@ -63,6 +68,7 @@ def quantize_model(
     calibration_data: DataLike | None = None,
     *,
     calibration_steps: int | None = None,
+    bn_variance_floor: float = DEFAULT_BN_VARIANCE_FLOOR,
 ):
     """Returns a tf_keras QAT model of ``model``, ready for ``compile`` / ``fit``.
 
@@ -77,10 +83,20 @@ def quantize_model(
     ``calibration_data`` (input batches, see :func:`calibrate`) to start them from the float
     model's real ranges instead; that is what you want when fine-tuning trained weights.
 
+    ``bn_variance_floor`` (default 0.01, 0 disables) bounds the gain of BatchNormalization
+    channels whose moving variance is ~0 (a dead unit upstream): unbounded, the converter folds
+    a gain of ``gamma / sqrt(epsilon)`` into the int8 kernel, and the int8 file no longer
+    follows the QAT model. In every trained BatchNormalization of the QAT model, ``epsilon`` is
+    raised by ``floor = bn_variance_floor * median(moving variance)`` and ``gamma`` rescaled
+    per channel so that each channel with variance ``>= floor`` computes exactly what it did; a
+    channel below gets the gain it would have at variance ``floor``. Being the layer's
+    ``epsilon``, the bound holds through ``fit`` and in the export. ``model`` is not modified.
+
     Raises:
-        ValueError: for a layer that cannot be rebuilt or quantized (naming it and its type), or
-            an input shape that is not fixed.
+        ValueError: for a layer that cannot be rebuilt or quantized (naming it and its type), an
+            input shape that is not fixed, or ``bn_variance_floor`` outside ``[0, 1]``.
     """
+    bn_variance_floor = check_variance_floor(bn_variance_floor)
     if _is_tf_keras_model(model):
         float_model = model
     else:
@@ -95,6 +111,7 @@ def quantize_model(
             qat_model = _qk.quantize_apply(annotated, scheme=QuantizeScheme())
     except (ValueError, RuntimeError, TypeError) as error:
         raise ValueError(f"tfmot cannot quantize {model.name!r}: {error}") from error
+    floor_bn_gain(qat_model, bn_variance_floor, tf_keras.layers.BatchNormalization)
     if calibration_data is not None:
         calibrate(qat_model, calibration_data, steps=calibration_steps)
     return qat_model
