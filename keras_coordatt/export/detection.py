@@ -31,6 +31,7 @@ import numpy as np
 from keras_coordatt.export import tflite as tflite_lib
 from keras_coordatt.export._data import DataLike
 from keras_coordatt.export._image_input import image_input
+from keras_coordatt.export.metadata import _schema, write_metadata
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 OUTPUT_NAMES = ("boxes", "classes", "scores", "num_detections")
@@ -69,8 +70,6 @@ def _check_labels(detector, labels) -> None:
     if isinstance(labels, str) or len(labels) != detector.num_classes:
         raise ValueError(f"labels must be the detector's {detector.num_classes} class names "
                          f"(without the background), got {labels!r}.")
-    from keras_coordatt.export.metadata import _schema
-
     _schema("metadata_schema_py_generated")  # ImportError without the [mediapipe] extra
 
 
@@ -145,19 +144,16 @@ def export_detector_tflite(
         representative_steps: use at most this many calibration images.
         strict: with ``mode="int8"``, raise if an op of the network computes in float.
         isolate: convert in a child process (a converter crash raises ``ConversionError``).
-        labels: ``num_classes`` class names (without the background): also write the TFLite
-            metadata and labels file MediaPipe's ``ObjectDetector`` needs
-            (:func:`~keras_coordatt.export.write_metadata` with ``task="detector"``; the
-            ``[mediapipe]`` extra). MediaPipe takes the uint8-input file
-            (``input_type="uint8"``).
+        labels: ``num_classes`` class names (no background): also write the TFLite metadata
+            MediaPipe's ``ObjectDetector`` needs (:func:`~keras_coordatt.export.write_metadata`
+            ``task="detector"``; ``[mediapipe]`` extra; MediaPipe takes ``input_type="uint8"``).
 
     The file has a fixed batch of 1 (the op's kernel handles one image).
 
     Raises:
         ValueError: not an ObjectDetector; a ``qat_model`` that is not the detector's QAT twin
             or with a mode other than int8; the arguments ``export_tflite`` refuses; with
-            ``strict``, float ops in an int8 network; ``labels`` that are not ``num_classes``
-            names.
+            ``strict``, float ops in an int8 network; ``labels`` not ``num_classes`` names.
         ImportError: ``labels`` without the ``[mediapipe]`` extra.
         ConversionError: the converter raised or crashed, or gave no post-processing op.
     """
@@ -185,8 +181,6 @@ def export_detector_tflite(
             path.unlink()
             raise ValueError(tflite_lib._float_op_report(model, bad))
     if labels is not None:
-        from keras_coordatt.export.metadata import write_metadata
-
         write_metadata(path, labels, task="detector")
     return str(path)
 
