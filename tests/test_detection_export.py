@@ -1,12 +1,17 @@
 """TFLite detectors with ``TFLite_Detection_PostProcess``: float32, PTQ int8 (uint8 input),
-the real 320x320 size, and the ``export-tflite`` command.
+the real 320x320 size, the ``export-tflite`` command, and the int8 file with TFLite metadata in
+MediaPipe's ``ObjectDetector``.
 
 Oracles: the Keras model's ``predict`` detections (decoded and NMS'd by our own
 ``decode_detections``) against the LiteRT interpreter's run of the custom op, which we did
-not write; the op list of the file (read by LiteRT).
+not write; the op list of the file (read by LiteRT); LiteRT's detections against MediaPipe's
+(its reading of our metadata: the output names, box order, labels file).
 """
 
 from __future__ import annotations
+
+import json
+import zipfile
 
 import keras
 import numpy as np
@@ -25,7 +30,7 @@ from keras_coordatt.export.detection import (
 )
 from keras_coordatt.tasks import SSDLite
 
-from helpers import calibrate_batchnorm
+from helpers import calibrate_batchnorm, run_python
 
 pytestmark = pytest.mark.tflite
 
@@ -187,6 +192,9 @@ def test_bad_arguments_raise(detector, tmp_path):
         export_detector_tflite(detector, tmp_path / "x.tflite", qat_model=detector)
     with pytest.raises(ValueError, match="max_detections"):
         export_detector_tflite(detector, tmp_path / "x.tflite", max_detections=0)
+    with pytest.raises(ValueError, match="labels must be the detector's 2 class names"):
+        export_detector_tflite(detector, tmp_path / "x.tflite", labels=["bg", "red", "blue"])
+    assert not (tmp_path / "x.tflite").exists()
 
 
 def test_cli_exports_a_saved_detector_with_the_op(detector, expected, tmp_path, capsys):
@@ -200,3 +208,61 @@ def test_cli_exports_a_saved_detector_with_the_op(detector, expected, tmp_path, 
     assert POSTPROCESS_OP in printed and "boxes, classes, scores, num_detections" in printed
     found = run_detector_tflite(out, preprocess_input(pixels()))
     np.testing.assert_array_equal(found["num_detections"], expected["num_detections"])
+
+
+LABELS = ["red", "blue"]  # the synthetic classes 0 and 1
+MEDIAPIPE_DETECT = """
+import json, sys
+import numpy as np
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
+
+options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path={path!r}))
+found = []
+with vision.ObjectDetector.create_from_options(options) as detector:
+    for image in np.load({images!r}):
+        result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
+        found.append([[d.bounding_box.origin_x, d.bounding_box.origin_y, d.bounding_box.width,
+                       d.bounding_box.height, d.categories[0].index,
+                       d.categories[0].category_name, d.categories[0].score]
+                      for d in result.detections])
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.mediapipe
+def test_mediapipe_object_detector_returns_the_litert_detections(detector, files, tmp_path,
+                                                                 monkeypatch):
+    """The int8 uint8-input file with metadata (``labels=``) in MediaPipe (a child process):
+    the LiteRT interpreter's detections, boxes in pixels (MediaPipe truncates to integers).
+    (The converter hands back the ``files`` fixture's int8 file: one PTQ conversion less.)"""
+    from keras_coordatt.export import tflite as tflite_lib
+
+    converted = open(files["int8"], "rb").read()
+    monkeypatch.setattr(tflite_lib, "_convert", lambda *args, **kwargs: converted)
+    path = export_detector_tflite(detector, tmp_path / "int8.tflite", "int8", pixels(),
+                                  input_type="uint8", labels=LABELS)
+    assert zipfile.ZipFile(path).read("labels.txt") == b"red\nblue\n"
+    images = pixels().astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    result = run_python(MEDIAPIPE_DETECT.format(path=path, images=str(tmp_path / "images.npy")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    litert = run_detector_tflite(path, images)
+    assert [len(f) for f in found] == list(litert["num_detections"]) and len(found[0]) >= 1
+    for b, detections in enumerate(found):
+        order = np.argsort(-litert["confidence"][b, :len(detections)], kind="stable")
+        for (x, y, width, height, index, name, score), k in zip(detections, order, strict=True):
+            ymin, xmin, ymax, xmax = litert["boxes"][b, k] * SIZE
+            np.testing.assert_allclose([x, y, width, height],
+                                       [xmin, ymin, xmax - xmin, ymax - ymin], atol=1.0)
+            assert abs(score - litert["confidence"][b, k]) <= 1e-3
+            assert name == LABELS[litert["labels"][b, k]]
+            assert index in (None, litert["labels"][b, k])  # 1.2.2 leaves it unset (None)
+    from keras_coordatt.export import write_metadata
+
+    with pytest.raises(ValueError, match="labels must be 2 non-empty"):  # the op's num_classes
+        write_metadata(path, ["red"], output_path=tmp_path / "x.tflite")
+    with pytest.raises(ValueError, match="a classifier or segmenter has one output"):
+        write_metadata(path, LABELS, task="classifier", output_path=tmp_path / "x.tflite")
+    assert not (tmp_path / "x.tflite").exists()

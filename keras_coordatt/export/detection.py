@@ -23,6 +23,7 @@ The scheme is :func:`keras_coordatt.tasks.detection_postprocess.decode_detection
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ import numpy as np
 from keras_coordatt.export import tflite as tflite_lib
 from keras_coordatt.export._data import DataLike
 from keras_coordatt.export._image_input import image_input
+from keras_coordatt.export.metadata import _schema, write_metadata
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 OUTPUT_NAMES = ("boxes", "classes", "scores", "num_detections")
@@ -59,6 +61,16 @@ def _check_detector(detector, qat_model, mode: str):
             "model made from this detector by quantize_model(detector)."
         )
     return qat_model
+
+
+def _check_labels(detector, labels) -> None:
+    """Checks ``labels=`` (and the metadata writer's schemas) before the conversion."""
+    if labels is None:
+        return
+    if isinstance(labels, str) or len(labels) != detector.num_classes:
+        raise ValueError(f"labels must be the detector's {detector.num_classes} class names "
+                         f"(without the background), got {labels!r}.")
+    _schema("metadata_schema_py_generated")  # ImportError without the [mediapipe] extra
 
 
 def postprocess_options(detector, score_threshold: float | None = None,
@@ -106,6 +118,7 @@ def export_detector_tflite(
     representative_steps: int | None = None,
     strict: bool = True,
     isolate: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> str:
     """Converts an :class:`~keras_coordatt.tasks.ObjectDetector` to a ``.tflite`` detector
     ending in ``TFLite_Detection_PostProcess`` (module docstring); returns ``path``.
@@ -131,16 +144,21 @@ def export_detector_tflite(
         representative_steps: use at most this many calibration images.
         strict: with ``mode="int8"``, raise if an op of the network computes in float.
         isolate: convert in a child process (a converter crash raises ``ConversionError``).
+        labels: ``num_classes`` class names (no background): also write the TFLite metadata
+            MediaPipe's ``ObjectDetector`` needs (:func:`~keras_coordatt.export.write_metadata`
+            ``task="detector"``; ``[mediapipe]`` extra; MediaPipe takes ``input_type="uint8"``).
 
     The file has a fixed batch of 1 (the op's kernel handles one image).
 
     Raises:
         ValueError: not an ObjectDetector; a ``qat_model`` that is not the detector's QAT twin
             or with a mode other than int8; the arguments ``export_tflite`` refuses; with
-            ``strict``, float ops in an int8 network.
+            ``strict``, float ops in an int8 network; ``labels`` not ``num_classes`` names.
+        ImportError: ``labels`` without the ``[mediapipe]`` extra.
         ConversionError: the converter raised or crashed, or gave no post-processing op.
     """
     model = _check_detector(detector, qat_model, mode)
+    _check_labels(detector, labels)
     qat = tflite_lib._check_arguments(model, mode, representative_dataset, False, 1)
     options = postprocess_options(detector, score_threshold, nms_iou_threshold, max_detections)
     shape = tflite_lib._resolve_shape(model, None)
@@ -162,6 +180,8 @@ def export_detector_tflite(
         if bad:
             path.unlink()
             raise ValueError(tflite_lib._float_op_report(model, bad))
+    if labels is not None:
+        write_metadata(path, labels, task="detector")
     return str(path)
 
 

@@ -1,4 +1,4 @@
-"""TFLite metadata for image classifiers and segmenters, as MediaPipe Tasks reads it.
+"""TFLite metadata for image classifiers, segmenters and detectors, as MediaPipe Tasks reads it.
 
 :func:`write_metadata` adds to a ``.tflite`` file what the TFLite metadata convention puts
 there: a ``ModelMetadata`` flatbuffer (file identifier ``M001``) in a buffer of the model named
@@ -7,7 +7,12 @@ there: a ``ModelMetadata`` flatbuffer (file identifier ``M001``) in a buffer of 
 axis or a classifier's scores) and its labels file — and the labels file itself in a zip archive
 appended to the model (stored uncompressed; the ``.tflite`` stays a valid model and becomes a
 valid zip file). A segmenter also gets MediaPipe's ``"SEGMENTER_METADATA"`` custom metadata
-(the output activation, identifier ``V001``).
+(the output activation, identifier ``V001``). A detector ending in ``TFLite_Detection_PostProcess``
+(:func:`~keras_coordatt.export.export_detector_tflite`) gets its four outputs described by the
+names MediaPipe's ``ObjectDetector`` looks up — ``location`` (relative ``ymin, xmin, ymax, xmax``
+boxes: ``BoundingBoxProperties`` ``BOUNDARIES``, ``RATIO``, index ``[1, 0, 3, 2]`` = where left,
+top, right, bottom sit), ``category`` (the labels file, ``TENSOR_VALUE_LABELS``: a class index
+names a line), ``score`` and ``number of detections`` — and the first three grouped.
 
 Written from the flatbuffer schemas that ``mediapipe`` ships
 (``mediapipe/tasks/metadata/*_py_generated.py``: the metadata, segmenter-options and TFLite
@@ -35,10 +40,18 @@ MEDIAPIPE_EXTRA_HINT = (
 METADATA_NAME = "TFLITE_METADATA"
 SEGMENTER_METADATA_NAME = "SEGMENTER_METADATA"
 ACTIVATIONS = {"none": 0, "sigmoid": 1, "softmax": 2}
-TASKS = ("segmenter", "classifier")
+TASKS = ("segmenter", "classifier", "detector")
 LABELS_FILE = "labels.txt"
-# The schema version each part needs (metadata_schema.fbs history): custom metadata is 1.5.0.
-_PARSER_VERSION = {"segmenter": "1.5.0", "classifier": "1.0.0"}
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+DETECTION_OUTPUTS = {  # the names MediaPipe finds a detector's outputs by, in the op's order
+    "location": "Boxes (1, K, 4): relative ymin, xmin, ymax, xmax.",
+    "category": "Class indices (1, K) into the labels file.",
+    "score": "Scores (1, K).",
+    "number of detections": "Number of valid detections (1,).",
+}
+# The schema version each part needs (metadata_schema.fbs history): custom metadata is 1.5.0,
+# tensor groups 1.2.0.
+_PARSER_VERSION = {"segmenter": "1.5.0", "classifier": "1.0.0", "detector": "1.2.0"}
 
 
 @functools.cache
@@ -106,14 +119,49 @@ def _image_input(meta, shape, dtype: str, normalization):
     return tensor
 
 
-def _labels_file(meta, labels: Sequence[str], classes: int):
+def _labels_file(meta, labels: Sequence[str], classes: int, kind: str = "TENSOR_AXIS_LABELS"):
     if len(labels) != classes or any(not str(x) or "\n" in str(x) for x in labels):
         raise ValueError(f"labels must be {classes} non-empty one-line names (the output has "
                          f"{classes} classes), got {list(labels)!r}.")
     associated = meta.AssociatedFileT()
     associated.name, associated.description = LABELS_FILE, "Class names, one per line."
-    associated.type = meta.AssociatedFileType.TENSOR_AXIS_LABELS
+    associated.type = getattr(meta.AssociatedFileType, kind)
     return associated
+
+
+def _postprocess_classes(model) -> int | None:
+    """``num_classes`` of the model's ``TFLite_Detection_PostProcess`` op; None without one."""
+    from flatbuffers import flexbuffers
+
+    codes = [_text(code.customCode or b"") for code in model.operatorCodes]
+    for op in model.subgraphs[0].operators:
+        if codes[op.opcodeIndex] == POSTPROCESS_OP:
+            return int(flexbuffers.Loads(bytes(bytearray(op.customOptions)))["num_classes"])
+    return None
+
+
+def _detection_outputs(meta, labels: Sequence[str], classes: int):
+    """TensorMetadata of the op's four outputs and the group of the first three."""
+    outputs = []
+    for name, description in DETECTION_OUTPUTS.items():
+        tensor = meta.TensorMetadataT()
+        tensor.name, tensor.description = name, description
+        tensor.content = meta.ContentT()
+        tensor.content.contentPropertiesType = meta.ContentProperties.FeatureProperties
+        tensor.content.contentProperties = meta.FeaturePropertiesT()
+        if name != "number of detections":
+            tensor.content.range = meta.ValueRangeT()
+            tensor.content.range.min = tensor.content.range.max = 2  # (1, K, ...): axis 2
+        outputs.append(tensor)
+    box = meta.BoundingBoxPropertiesT()
+    box.index = [1, 0, 3, 2]  # left, top, right, bottom in (ymin, xmin, ymax, xmax)
+    box.type, box.coordinateType = meta.BoundingBoxType.BOUNDARIES, meta.CoordinateType.RATIO
+    outputs[0].content.contentPropertiesType = meta.ContentProperties.BoundingBoxProperties
+    outputs[0].content.contentProperties = box
+    outputs[1].associatedFiles = [_labels_file(meta, labels, classes, "TENSOR_VALUE_LABELS")]
+    group = meta.TensorGroupT()
+    group.name, group.tensorNames = "detection_result", list(DETECTION_OUTPUTS)[:3]
+    return outputs, [group]
 
 
 def _output(meta, task: str, shape, labels: Sequence[str]):
@@ -169,6 +217,36 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _subgraph(meta, model, task, labels, normalization, activation, path):
+    """SubGraphMetadata of ``model`` for ``task`` (default: from its outputs), and the task."""
+    graph = model.subgraphs[0]
+    classes = _postprocess_classes(model)
+    task = task or ("detector" if classes is not None else None)
+    if len(graph.inputs) != 1:
+        raise ValueError(f"{path}: write_metadata takes models with one image input.")
+    subgraph = meta.SubGraphMetadataT()
+    subgraph.inputTensorMetadata = [_image_input(meta, *_tensor_info(model, graph.inputs[0]),
+                                                 normalization)]
+    if task == "detector":
+        if classes is None or len(graph.outputs) != 4:
+            raise ValueError(
+                f"{path}: task='detector' takes a file ending in {POSTPROCESS_OP} with its four "
+                f"outputs (export_detector_tflite); this one has {len(graph.outputs)} outputs "
+                f"and {'no' if classes is None else 'the'} post-processing op.")
+        outputs, groups = _detection_outputs(meta, labels, classes)
+        subgraph.outputTensorMetadata, subgraph.outputTensorGroups = outputs, groups
+        return subgraph, task
+    if len(graph.outputs) != 1:
+        raise ValueError(f"{path}: a classifier or segmenter has one output, this model has "
+                         f"{len(graph.outputs)}.")
+    out_shape, _ = _tensor_info(model, graph.outputs[0])
+    task = task or ("segmenter" if len(out_shape) == 4 else "classifier")
+    subgraph.outputTensorMetadata = [_output(meta, task, out_shape, labels)]
+    if task == "segmenter":
+        subgraph.customMetadata = [_segmenter_options(activation)]
+    return subgraph, task
+
+
 def write_metadata(
     path: str | os.PathLike,
     labels: Sequence[str],
@@ -186,12 +264,14 @@ def write_metadata(
     """Writes TFLite metadata and a labels file into a ``.tflite`` image model; returns its path.
 
     Args:
-        path: a single-input, single-output ``.tflite`` file with a float32 or uint8 image input
-            (N, H, W, 3) (e.g. from ``export_tflite(..., input_type="uint8")``). Metadata it
-            already holds is replaced.
-        labels: one name per class (the output's last axis), written as ``labels.txt``.
-        task: ``"segmenter"`` (output (N, H, W, classes)) or ``"classifier"`` (output
-            (N, classes)); default from the output's rank.
+        path: a ``.tflite`` file with one float32 or uint8 image input (N, H, W, 3) (e.g. from
+            ``export_tflite(..., input_type="uint8")``) and one output, or a detector of
+            ``export_detector_tflite`` (four outputs). Metadata it already holds is replaced.
+        labels: one name per class (the output's last axis; a detector's class indices,
+            without the background), written as ``labels.txt``.
+        task: ``"segmenter"`` (output (N, H, W, classes)), ``"classifier"`` (output
+            (N, classes)) or ``"detector"`` (``TFLite_Detection_PostProcess`` outputs); default
+            from the outputs.
         name, description, version, author, license: model information (``name`` defaults
             to the file name).
         normalization: ``(mean, std)`` in pixel units a float32-input file expects, one value
@@ -203,26 +283,18 @@ def write_metadata(
 
     Raises:
         ImportError: the ``[mediapipe]`` extra (its schema files) is missing.
-        ValueError: not an RGB image model of that task; labels that do not match the classes;
+        ValueError: not an RGB image model of that task (a detector without the op or its
+            four outputs); labels that do not match the classes;
             an unknown task or activation.
     """
     meta, tflite = _schema("metadata_schema_py_generated"), _schema("schema_py_generated")
     if activation not in ACTIVATIONS:
         raise ValueError(f"Unknown activation {activation!r}: use one of {sorted(ACTIVATIONS)}.")
-    model = tflite.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
-    graph = model.subgraphs[0]
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise ValueError(f"{path}: write_metadata takes single-input, single-output models.")
-    in_shape, in_type = _tensor_info(model, graph.inputs[0])
-    out_shape, _ = _tensor_info(model, graph.outputs[0])
-    task = task or ("segmenter" if len(out_shape) == 4 else "classifier")
-    if task not in TASKS:
+    if task not in (None, *TASKS):
         raise ValueError(f"Unknown task {task!r}: use one of {', '.join(map(repr, TASKS))}.")
-    subgraph = meta.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [_image_input(meta, in_shape, in_type, normalization)]
-    subgraph.outputTensorMetadata = [_output(meta, task, out_shape, labels)]
-    if task == "segmenter":
-        subgraph.customMetadata = [_segmenter_options(activation)]
+    model = tflite.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
+    subgraph, task = _subgraph(meta, model, task, labels, normalization, activation, path)
+    in_type = _tensor_info(model, model.subgraphs[0].inputs[0])[1]
     info = meta.ModelMetadataT()
     info.name = name or Path(path).stem
     info.description = description or f"Image {task} ({in_type} RGB input)."
