@@ -22,7 +22,6 @@ resume an interrupted run after its last finished epoch), logs/ (TensorBoard), t
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -189,27 +188,12 @@ def compile_model(model, args, steps: int) -> None:
 
 
 def make_callbacks(args, is_chief: bool, validation: bool) -> list:
-    """Checkpoints and the backup on every worker (the others save into deleted temporary
-    files: reading distributed variables may need all of them); logs on the chief."""
-    import keras
+    """:func:`keras_coordatt.training.checkpoints.recipe_callbacks` in ``--output-dir``
+    (``best.keras`` on ``val_accuracy`` when there is a validation split)."""
+    from keras_coordatt.training.checkpoints import recipe_callbacks
 
-    from keras_coordatt.training import SaveModelCheckpoint, VerifiedBackupAndRestore
-
-    out = args.output_dir
-    callbacks = [SaveModelCheckpoint(os.path.join(out, "checkpoints", "last.keras"),
-                                     is_chief=is_chief)]
-    if validation:
-        callbacks.append(SaveModelCheckpoint(os.path.join(out, "checkpoints", "best.keras"),
-                                             monitor="val_accuracy", is_chief=is_chief))
-    if is_chief:
-        callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, "train_log.csv"),
-                                                   append=True))
-        if importlib.util.find_spec("tensorboard") is not None:
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs")))
-        else:
-            print("TensorBoard is not installed (pip install tensorboard): no logs/ written.")
-    # the backup goes last: an epoch counts as done once its logs and checkpoints are written
-    return callbacks + [VerifiedBackupAndRestore(os.path.join(out, "backup"), is_chief=is_chief)]
+    return recipe_callbacks(args.output_dir, is_chief,
+                            best_monitor="val_accuracy" if validation else None, best_mode="max")
 
 
 def main(argv=None) -> int:

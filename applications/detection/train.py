@@ -27,7 +27,6 @@ AP / AP50 / AP75 / AP by size on the validation split, params, MAdds, wall time)
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -191,25 +190,12 @@ def compile_model(model, args, steps: int) -> None:
 
 
 def make_callbacks(args, is_chief: bool, validation: bool) -> list:
-    """Checkpoints and backup on every worker (others discard theirs), logs on the chief."""
-    import keras
+    """:func:`keras_coordatt.training.checkpoints.recipe_callbacks` in ``--output-dir``
+    (``best.keras`` on ``val_loss`` when there is a validation split)."""
+    from keras_coordatt.training.checkpoints import recipe_callbacks
 
-    from keras_coordatt.training import SaveModelCheckpoint, VerifiedBackupAndRestore
-
-    out = args.output_dir
-    callbacks = [SaveModelCheckpoint(os.path.join(out, "checkpoints", "last.keras"),
-                                     is_chief=is_chief)]
-    if validation:
-        callbacks.append(SaveModelCheckpoint(os.path.join(out, "checkpoints", "best.keras"),
-                                             monitor="val_loss", mode="min", is_chief=is_chief))
-    if is_chief:
-        callbacks.append(keras.callbacks.CSVLogger(os.path.join(out, "train_log.csv"),
-                                                   append=True))
-        if importlib.util.find_spec("tensorboard") is not None:
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs")))
-        else:
-            print("TensorBoard is not installed (pip install tensorboard): no logs/ written.")
-    return callbacks + [VerifiedBackupAndRestore(os.path.join(out, "backup"), is_chief=is_chief)]
+    return recipe_callbacks(args.output_dir, is_chief,
+                            best_monitor="val_loss" if validation else None, best_mode="min")
 
 
 def main(argv=None) -> int:

@@ -249,3 +249,29 @@ class VerifiedBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_end(self, logs=None):
         if self.is_chief:
             super().on_train_end(logs)
+
+
+def recipe_callbacks(output_dir: str, is_chief: bool, best_monitor: str | None = None,
+                     best_mode: str = "max") -> list:
+    """The recipes' callbacks: ``checkpoints/last.keras`` (and ``best.keras`` when
+    ``best_monitor`` names a validation metric) and the backup on every worker (the others
+    save into deleted temporary files: reading distributed variables may need all of them);
+    a CSV log and TensorBoard (when installed) on the chief. The backup goes last: an epoch
+    counts as done once its logs and checkpoints are written."""
+    import importlib.util
+
+    callbacks: list = [SaveModelCheckpoint(os.path.join(output_dir, "checkpoints", "last.keras"),
+                                           is_chief=is_chief)]
+    if best_monitor is not None:
+        callbacks.append(SaveModelCheckpoint(
+            os.path.join(output_dir, "checkpoints", "best.keras"), monitor=best_monitor,
+            mode=best_mode, is_chief=is_chief))
+    if is_chief:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(output_dir, "train_log.csv"),
+                                                   append=True))
+        if importlib.util.find_spec("tensorboard") is not None:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs")))
+        else:
+            print("TensorBoard is not installed (pip install tensorboard): no logs/ written.")
+    return callbacks + [VerifiedBackupAndRestore(os.path.join(output_dir, "backup"),
+                                                 is_chief=is_chief)]
