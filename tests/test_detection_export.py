@@ -30,7 +30,7 @@ from keras_coordatt.export.detection import (
 )
 from keras_coordatt.tasks import SSDLite
 
-from helpers import calibrate_batchnorm, run_python
+from helpers import DATA_DIR, calibrate_batchnorm, run_python
 
 pytestmark = pytest.mark.tflite
 
@@ -130,19 +130,14 @@ def network_outputs(path, images) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(boxes), np.stack(scores)
 
 
-def test_int8_file_is_all_int8_up_to_the_op_and_decodes_its_network(detector, files):
+def decodes_its_network(detector, path) -> None:
+    """Asserts that the file's op decodes its int8 network's own outputs (on :func:`pixels`)
+    as Keras' post-processing would (the same kernels in both runs: XNNPACK's int8 kernels
+    round differently)."""
     from keras_coordatt.tasks.detection_postprocess import decode_detections
 
-    ops = inspect_tflite(files["int8"])
-    assert network_float_ops(ops) == [], network_float_ops(ops)
-    assert ops[0].name == "QUANTIZE" and ops[0].inputs == ("uint8",)  # raw pixels in
-    assert [op.name for op in ops].count(POSTPROCESS_OP) == 1 and ops[-1].name == POSTPROCESS_OP
-    convs = [op for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    assert len(convs) > 40 and all(op.outputs == ("int8",) for op in convs)
-    # the op decodes the int8 network's own outputs as Keras' post-processing would (the same
-    # kernels in both runs: XNNPACK's int8 kernels round differently)
-    found = run_detector_tflite(files["int8"], pixels(), reference_kernels=True)
-    encodings, scores = network_outputs(files["int8"], pixels())
+    found = run_detector_tflite(path, pixels(), reference_kernels=True)
+    encodings, scores = network_outputs(path, pixels())
     decoded = decode_detections(encodings, np.log(scores + 1e-12), detector.anchors,
                                 bounding_box_format="rel_yxyx", image_size=(SIZE, SIZE),
                                 score_threshold=0.3, iou_threshold=0.5, max_detections=10)
@@ -150,8 +145,71 @@ def test_int8_file_is_all_int8_up_to_the_op_and_decodes_its_network(detector, fi
     np.testing.assert_array_equal(found["num_detections"], decoded["num_detections"])
     pairs = matches(decoded, found)
     assert len(pairs) >= 1 and pairs[:, 0].min() >= 0.95 and pairs[:, 1].max() <= 0.01, pairs
+
+
+def assert_int8_network(path) -> list:
+    """Asserts: uint8 pixels in, every op of the network int8, then the one post-processing
+    op. Returns the op list."""
+    ops = inspect_tflite(path)
+    assert network_float_ops(ops) == [], network_float_ops(ops)
+    assert ops[0].name == "QUANTIZE" and ops[0].inputs == ("uint8",)  # raw pixels in
+    assert [op.name for op in ops].count(POSTPROCESS_OP) == 1 and ops[-1].name == POSTPROCESS_OP
+    convs = [op for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(convs) > 40 and all(op.outputs == ("int8",) for op in convs)
+    return ops
+
+
+def test_int8_file_is_all_int8_up_to_the_op_and_decodes_its_network(detector, files):
+    assert_int8_network(files["int8"])
+    decodes_its_network(detector, files["int8"])
     # (Not compared with the Keras detections: PTQ of a random-weight backbone moves the boxes
     # of this detector by IoU 0.3-0.5; the issue's IoU >= 0.9 is for trained weights.)
+
+
+@pytest.fixture(scope="module")
+def qat(detector, tmp_path_factory):
+    """``(QAT model, int8 file)``: ``quantize_model(detector)`` (ranges from the synthetic
+    images), fine-tuned 2 steps on 4 of the bundled Penn-Fudan photos (people as class 0),
+    exported with ``qat_model=`` and a uint8 input."""
+    import tensorflow as tf
+    import tf_keras
+
+    from keras_coordatt.quantization import quantize_model
+    from keras_coordatt.tasks import detection_data
+
+    model = quantize_model(detector, calibration_data=preprocess_input(pixels()))
+    source = detection_data.pennfudan_source(DATA_DIR / "pennfudan_instances")
+    images, labels = next(iter(detection_data.eval_batches(
+        source, SIZE, 4, max_boxes=8, bounding_box_format="rel_yxyx")))
+    optimizer = tf_keras.optimizers.SGD(1e-3)
+    for _ in range(2):
+        with tf.GradientTape() as tape:
+            loss = detector.compute_loss(y=labels, y_pred=model(images, training=True))
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+    assert np.isfinite(float(loss))
+    path = export_detector_tflite(detector, tmp_path_factory.mktemp("qat") / "qat.tflite",
+                                  "int8", qat_model=model, input_type="uint8")
+    return model, path
+
+
+def test_qat_int8_file_is_all_int8_and_follows_the_qat_model(detector, qat):
+    """The QAT detector (uint8 pixels in, the stem's PAD right after the normalisation): every
+    op of the network int8, then the op, which decodes the network's outputs; those follow
+    the QAT Keras model's."""
+    model, path = qat
+    assert "PAD" in {op.name for op in assert_int8_network(path)}
+    decodes_its_network(detector, path)
+    encodings, logits = (keras.ops.convert_to_numpy(t)
+                         for t in model(preprocess_input(pixels()), training=False))
+    got_encodings, got_scores = network_outputs(path, pixels())
+    steps = np.abs(got_encodings - encodings) / (np.ptp(encodings) / 255)
+    scores = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    # the scores within a few 1/256 steps; the box encodings of this random-weight backbone a
+    # median ~10 steps of their range off (measured 9.7; cause not pinned down), so no IoU test
+    assert np.abs(got_scores - scores).max() <= 0.03
+    assert np.median(steps) <= 15 and np.corrcoef(got_encodings.ravel(),
+                                                  encodings.ravel())[0, 1] >= 0.85
 
 
 def test_the_file_has_the_four_standard_outputs(files):
