@@ -206,9 +206,12 @@ def test_qat_int8_file_is_all_int8_and_follows_the_qat_model(detector, qat):
     got_encodings, got_scores = network_outputs(path, pixels())
     steps = np.abs(got_encodings - encodings) / (np.ptp(encodings) / 255)
     scores = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
-    # the scores follow closely; the box encodings of this random-weight backbone are a median
-    # ~10 steps of their range off (measured 9.7, correlation 0.90; cause not pinned down), so
-    # the IoU >= 0.9 with the Keras detections is not asserted here
+    # The scores follow closely; the box encodings of this random-weight backbone are a median
+    # ~10 steps of their range off (measured 9.7, correlation 0.90): layer by layer the file's
+    # tensors differ from the QAT model's by at most 1 step after the stem, growing steadily
+    # to ~40 by block 8 with no single op jumping (rounding of the folded int8 arithmetic vs
+    # the fake-quant simulation, accumulated). So the IoU >= 0.9 with the Keras
+    # detections (meant for trained weights) is not asserted here.
     gaps = np.abs(got_scores - scores)  # measured: median 1e-6, max 0.08, correlation 0.99998
     assert np.median(gaps) <= 0.005 and gaps.max() <= 0.15
     assert np.corrcoef(got_scores.ravel(), scores.ravel())[0, 1] >= 0.999
