@@ -30,7 +30,7 @@ from keras_coordatt.export.detection import (
 )
 from keras_coordatt.tasks import SSDLite
 
-from helpers import calibrate_batchnorm, run_python
+from helpers import DATA_DIR, calibrate_batchnorm, run_python
 
 pytestmark = pytest.mark.tflite
 
@@ -130,28 +130,93 @@ def network_outputs(path, images) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(boxes), np.stack(scores)
 
 
-def test_int8_file_is_all_int8_up_to_the_op_and_decodes_its_network(detector, files):
+def decodes_its_network(detector, path, score_threshold: float = 0.3) -> None:
+    """Asserts that the file's op (made with ``score_threshold``) decodes its int8 network's
+    own outputs (on :func:`pixels`) as Keras' post-processing would (the same kernels in both
+    runs: XNNPACK's int8 kernels round differently)."""
     from keras_coordatt.tasks.detection_postprocess import decode_detections
 
-    ops = inspect_tflite(files["int8"])
+    found = run_detector_tflite(path, pixels(), reference_kernels=True)
+    encodings, scores = network_outputs(path, pixels())
+    decoded = decode_detections(encodings, np.log(scores + 1e-12), detector.anchors,
+                                bounding_box_format="rel_yxyx", image_size=(SIZE, SIZE),
+                                score_threshold=score_threshold, iou_threshold=0.5,
+                                max_detections=10)
+    decoded = {key: keras.ops.convert_to_numpy(value) for key, value in decoded.items()}
+    np.testing.assert_array_equal(found["num_detections"], decoded["num_detections"])
+    pairs = matches(decoded, found)
+    assert len(pairs) >= 1 and pairs[:, 0].min() >= 0.95 and pairs[:, 1].max() <= 0.01, pairs
+
+
+def assert_int8_network(path) -> list:
+    """Asserts: uint8 pixels in, every op of the network int8, then the one post-processing
+    op. Returns the op list."""
+    ops = inspect_tflite(path)
     assert network_float_ops(ops) == [], network_float_ops(ops)
     assert ops[0].name == "QUANTIZE" and ops[0].inputs == ("uint8",)  # raw pixels in
     assert [op.name for op in ops].count(POSTPROCESS_OP) == 1 and ops[-1].name == POSTPROCESS_OP
     convs = [op for op in ops if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert len(convs) > 40 and all(op.outputs == ("int8",) for op in convs)
-    # the op decodes the int8 network's own outputs as Keras' post-processing would (the same
-    # kernels in both runs: XNNPACK's int8 kernels round differently)
-    found = run_detector_tflite(files["int8"], pixels(), reference_kernels=True)
-    encodings, scores = network_outputs(files["int8"], pixels())
-    decoded = decode_detections(encodings, np.log(scores + 1e-12), detector.anchors,
-                                bounding_box_format="rel_yxyx", image_size=(SIZE, SIZE),
-                                score_threshold=0.3, iou_threshold=0.5, max_detections=10)
-    decoded = {key: keras.ops.convert_to_numpy(value) for key, value in decoded.items()}
-    np.testing.assert_array_equal(found["num_detections"], decoded["num_detections"])
-    pairs = matches(decoded, found)
-    assert len(pairs) >= 1 and pairs[:, 0].min() >= 0.95 and pairs[:, 1].max() <= 0.01, pairs
+    return ops
+
+
+def test_int8_file_is_all_int8_up_to_the_op_and_decodes_its_network(detector, files):
+    assert_int8_network(files["int8"])
+    decodes_its_network(detector, files["int8"])
     # (Not compared with the Keras detections: PTQ of a random-weight backbone moves the boxes
     # of this detector by IoU 0.3-0.5; the issue's IoU >= 0.9 is for trained weights.)
+
+
+@pytest.fixture(scope="module")
+def qat(detector, tmp_path_factory):
+    """``(QAT model, int8 file)``: ``quantize_model(detector)`` (ranges from the synthetic
+    images), fine-tuned one step on 4 of the bundled Penn-Fudan photos (people as class 0),
+    exported with ``qat_model=``, a uint8 input and the op's score threshold 0.05."""
+    import tensorflow as tf
+    import tf_keras
+
+    from keras_coordatt.quantization import quantize_model
+    from keras_coordatt.tasks import detection_data
+
+    model = quantize_model(detector, calibration_data=preprocess_input(pixels()))
+    source = detection_data.pennfudan_source(DATA_DIR / "pennfudan_instances")
+    images, labels = next(iter(detection_data.eval_batches(
+        source, SIZE, 4, max_boxes=8, bounding_box_format="rel_yxyx")))
+    with tf.GradientTape() as tape:  # one QAT step (eager: tracing one costs more)
+        loss = detector.compute_loss(y=labels, y_pred=model(images, training=True))
+    variables = model.trainable_variables
+    gradients = tape.gradient(loss, variables)
+    tf_keras.optimizers.SGD(1e-3).apply_gradients(zip(gradients, variables, strict=True))
+    assert np.isfinite(float(loss)) and all(np.all(np.isfinite(g)) for g in gradients)
+    path = export_detector_tflite(detector, tmp_path_factory.mktemp("qat") / "qat.tflite",
+                                  "int8", qat_model=model, input_type="uint8",
+                                  score_threshold=0.05)  # detections to compare, trained or not
+    return model, path
+
+
+def test_qat_int8_file_is_all_int8_and_follows_the_qat_model(detector, qat):
+    """The QAT detector (uint8 pixels in, the stem's PAD right after the normalisation): every
+    op of the network int8, then the op, which decodes the network's outputs; those follow
+    the QAT Keras model's."""
+    model, path = qat
+    assert "PAD" in {op.name for op in assert_int8_network(path)}
+    decodes_its_network(detector, path, score_threshold=0.05)
+    encodings, logits = (keras.ops.convert_to_numpy(t)
+                         for t in model(preprocess_input(pixels()), training=False))
+    got_encodings, got_scores = network_outputs(path, pixels())
+    steps = np.abs(got_encodings - encodings) / (np.ptp(encodings) / 255)
+    scores = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    # The scores follow closely; the box encodings of this random-weight backbone are a median
+    # ~10 steps of their range off (measured 9.7, correlation 0.90): layer by layer the file's
+    # tensors differ from the QAT model's by at most 1 step after the stem, growing steadily
+    # to ~40 by block 8 with no single op jumping (rounding of the folded int8 arithmetic vs
+    # the fake-quant simulation, accumulated). So the issue's IoU >= 0.9 with the Keras
+    # detections (meant for trained weights) is not asserted here.
+    gaps = np.abs(got_scores - scores)  # measured: median 1e-6, max 0.08, correlation 0.99998
+    assert np.median(gaps) <= 0.005 and gaps.max() <= 0.15
+    assert np.corrcoef(got_scores.ravel(), scores.ravel())[0, 1] >= 0.999
+    assert np.median(steps) <= 15 and np.corrcoef(got_encodings.ravel(),
+                                                  encodings.ravel())[0, 1] >= 0.85
 
 
 def test_the_file_has_the_four_standard_outputs(files):

@@ -230,7 +230,7 @@ def test_coco_metrics_exact_cases():
 # ------------------------------------------------------------------------------- the recipe
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "export.py"])
 def test_help_shows_the_paper_settings(script):
     text = subprocess.run([sys.executable, str(RECIPE / script), "--help"], text=True,
                           capture_output=True, check=True, timeout=60).stdout
@@ -297,3 +297,17 @@ def test_train_then_evaluate_on_pennfudan(tmp_path):
     evaluator.summarize()
     assert scores["AP"] == pytest.approx(evaluator.stats[0], abs=1e-9)
     assert scores["AP50"] == pytest.approx(evaluator.stats[1], abs=1e-9)
+
+    # export.py (float32 only here: the int8 paths are tests/test_detection_export.py's)
+    report = tmp_path / "export.json"
+    assert _load("export.py").main([
+        "--model", str(out / "model.keras"), *data, "--max-boxes", "8", "--batch-size", "2",
+        "--modes", "float32", "--agreement-score", "0", "--output-dir", str(tmp_path / "tflite"),
+        "--json", str(report)]) == 0
+    report = json.loads(report.read_text())
+    row = report["float32"]
+    assert row["ops"]["TFLite_Detection_PostProcess"] == 1 and row["ops"]["CONV_2D"] > 40
+    # the float file finds every Keras detection, and so the same COCO scores
+    assert row["agreement"]["compared"] > 0 and row["agreement"]["matched_share"] == 1.0
+    assert row["AP"] == pytest.approx(report["keras"]["AP"], abs=1e-3)
+    assert report["keras"]["AP"] == pytest.approx(scores["AP"], abs=1e-9)

@@ -61,7 +61,11 @@ class ImageInput:
     def wrap(self, tf, model, qat: bool):
         """``pixels -> model(normalize(pixels), training=False)`` (a QAT model gets a fake-quant
         node with range ``[0, 255]`` on the pixels, so the converter quantizes the
-        normalisation between it and the model's own input quantizer)."""
+        normalisation between it and the model's own input quantizer). The normalised pixels
+        get no fake-quant of their own when the model's input quantizer follows: two in a row
+        with different ranges before a same-scale op (the stem's ``PAD`` of MobileNetV2)
+        stop the converter ("'tfl.pad' op quantization parameters violate the same scale
+        constraint")."""
 
         def serve(pixels):
             if not qat:
@@ -71,9 +75,11 @@ class ImageInput:
             centred = self._fake_quant(tf, pixels - tf.constant(self.mean, tf.float32),
                                        [low - m for m in self.mean], [high - m for m in self.mean])
             scaled = centred * tf.constant([1.0 / s for s in self.std], tf.float32)
-            bounds = [(low - m) / s for m, s in zip(self.mean, self.std, strict=True)]
-            tops = [(high - m) / s for m, s in zip(self.mean, self.std, strict=True)]
-            return model(self._fake_quant(tf, scaled, bounds, tops), training=False)
+            if not _quantizes_its_input(model):
+                bounds = [(low - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+                tops = [(high - m) / s for m, s in zip(self.mean, self.std, strict=True)]
+                scaled = self._fake_quant(tf, scaled, bounds, tops)
+            return model(scaled, training=False)
 
         return serve
 
@@ -93,6 +99,18 @@ class ImageInput:
                 f"(0..255, what the file takes), got values in [{low:.3g}, {high:.3g}]: pass the "
                 "images before preprocess_input (the file normalises them itself)."
             )
+
+
+def _quantizes_its_input(model) -> bool:
+    """Whether every layer that reads ``model``'s input is a tfmot ``QuantizeLayer`` (the
+    input quantizer ``quantize_apply`` puts first)."""
+    layers = getattr(model, "layers", None) or []
+    if not layers or type(layers[0]).__name__ != "InputLayer":
+        return False
+    readers = [node.outbound_layer for node in getattr(layers[0], "_outbound_nodes", [])]
+    return bool(readers) and all(type(layer).__name__ == "QuantizeLayer"
+                                 and getattr(layer, "quantizer", None) is not None
+                                 for layer in readers)
 
 
 def image_input(

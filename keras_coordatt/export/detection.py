@@ -133,10 +133,8 @@ def export_detector_tflite(
         representative_dataset: calibration images ``(M, H, W, 3)`` for ``mode="int8"``
             (preprocessed like the detector's inputs; raw 0..255 pixels with
             ``input_type="uint8"``), or anything ``export_tflite`` takes.
-        qat_model: ``quantize_model(detector)`` after QAT fine-tuning (``mode="int8"``).
-            Known limit (TF 2.21): the SavedModel conversion path that keeps the op refuses
-            some QAT graphs ("'tfl.pad' op quantization parameters violate the same scale
-            constraint", raised as ``ConversionError``); PTQ int8 converts.
+        qat_model: ``quantize_model(detector)`` after QAT fine-tuning (``mode="int8"``, no
+            ``representative_dataset``): its fake-quant ranges give the int8 network.
         input_type / normalization: ``"uint8"`` makes the file take uint8 RGB images and
             normalise them itself (MediaPipe's input), as in ``export_tflite``.
         score_threshold / nms_iou_threshold / max_detections: the op's settings (default: the

@@ -1,0 +1,236 @@
+"""Export a trained detector (.keras from train.py) to TFLite with TFLite_Detection_PostProcess.
+
+Modes (``keras_coordatt.export.export_detector_tflite``; float32 image input, fixed batch 1):
+
+* float32: the float network, then the post-processing op;
+* ptq: post-training int8, calibrated on ``--calibration-images`` training images;
+* qat: ``quantize_model`` (ranges calibrated on the same images), fine-tuned ``--qat-steps``
+  steps at ``--qat-learning-rate`` on augmented training batches (the detector's own loss),
+  then int8 with ``qat_model=``. train.py writes no QAT checkpoint: this is the QAT path (in
+  your own code: ``export_detector_tflite(detector, path, "int8", qat_model=qat)``).
+
+For each file: its op summary (ops by count, float ops of the network before the op) and, on
+the held-out split, the agreement with the Keras model (its QAT twin for qat): the share of
+the Keras detections above ``--agreement-score`` that the file finds with IoU >= 0.9 (same
+class), their mean IoU, and the COCO AP / AP50 of the file next to the Keras model's.
+
+Example:
+    python applications/detection/export.py --model runs/pf_ca/model.keras \\
+        --source pennfudan --data-dir ../shared/data/pennfudan --output-dir runs/pf_ca/tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import json
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODES = ("float32", "ptq", "qat")
+MATCH_IOU = 0.9
+
+
+def _train_module():
+    """train.py of this folder (its data options), loaded by path under its own name."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+    spec = importlib.util.spec_from_file_location("detection_recipe_train", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    recipe = _train_module()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", required=True, help="a .keras file written by train.py")
+    parser.add_argument("--output-dir", default="runs/detection/tflite")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--calibration-images", type=int, default=64,
+                        help="training images for PTQ calibration and QAT's initial ranges")
+    parser.add_argument("--qat-steps", type=int, default=100)
+    parser.add_argument("--qat-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--agreement-score", type=float, default=0.5,
+                        help="compare the Keras detections from this score")
+    parser.add_argument("--json", help="write the report to this JSON file "
+                                       "(default <output-dir>/report.json)")
+    recipe.add_data_arguments(parser)
+    args = recipe.finish_data_arguments(parser.parse_args(argv))
+    args.load_split = recipe.load_split
+    return args
+
+
+def fine_tune_qat(qat, detector, batches, steps: int, learning_rate: float) -> float:
+    """``steps`` SGD steps of the QAT twin on the detector's own loss; returns the last loss."""
+    import tensorflow as tf
+    import tf_keras
+
+    optimizer = tf_keras.optimizers.SGD(learning_rate, momentum=0.9)
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = detector.compute_loss(y=labels, y_pred=qat(images, training=True))
+        variables = qat.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    loss = float("nan")
+    for images, labels in batches.take(steps):
+        loss = float(step(images, {"boxes": labels["boxes"], "labels": labels["labels"]}))
+    return loss
+
+
+def _relative(out: dict, bounding_box_format: str, size: int) -> dict:
+    """A detection dict with its boxes as relative ``yxyx`` (NumPy)."""
+    from keras import ops
+
+    from keras_coordatt.tasks.anchors import to_relative_yxyx
+
+    boxes = to_relative_yxyx(out["boxes"], bounding_box_format, (size, size))
+    return {**{k: ops.convert_to_numpy(v) for k, v in out.items()},
+            "boxes": ops.convert_to_numpy(boxes)}
+
+
+def _iou(box, boxes):
+    import numpy as np
+
+    low = np.maximum(box[:2], boxes[:, :2])
+    high = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=-1)
+    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)
+    return inter / np.maximum(area - inter, 1e-12)
+
+
+def agreement(reference: list[dict], found: list[dict], floor: float) -> dict:
+    """For every reference detection with score >= ``floor``: IoU with the best found box of
+    the same class in the same image (relative yxyx dicts, one per batch)."""
+    import numpy as np
+
+    overlaps = []
+    for ours, theirs in zip(reference, found, strict=True):
+        for b in range(len(ours["num_detections"])):
+            count = int(theirs["num_detections"][b])
+            boxes = np.clip(theirs["boxes"][b, :count], 0, 1)
+            for k in range(int(ours["num_detections"][b])):
+                if ours["confidence"][b, k] < floor:
+                    continue
+                same = theirs["labels"][b, :count] == ours["labels"][b, k]
+                iou = np.where(same, _iou(np.clip(ours["boxes"][b, k], 0, 1), boxes), 0.0)
+                overlaps.append(float(iou.max()) if count else 0.0)
+    overlaps = np.asarray(overlaps)
+    return {"compared": len(overlaps),
+            "matched_share": float(np.mean(overlaps >= MATCH_IOU)) if len(overlaps) else None,
+            "mean_iou": float(overlaps.mean()) if len(overlaps) else None}
+
+
+def op_summary(path: str) -> dict:
+    from keras_coordatt.export import inspect_tflite
+    from keras_coordatt.export.detection import network_float_ops
+
+    ops = inspect_tflite(path)
+    return {"ops": dict(collections.Counter(op.name for op in ops).most_common()),
+            "network_float_ops": [op.name for op in network_float_ops(ops)]}
+
+
+def _convert(mode, model, args, calibration, train_source, path):
+    """Writes the file of ``mode``; returns the Keras model it is compared with."""
+    from keras_coordatt.export.detection import export_detector_tflite
+
+    if mode == "float32":
+        export_detector_tflite(model, path)
+        return model
+    if mode == "ptq":
+        export_detector_tflite(model, path, "int8", calibration)
+        return model
+    from keras_coordatt.quantization import quantize_model
+    from keras_coordatt.tasks import detection_data as dd
+
+    qat = quantize_model(model, calibration_data=calibration)
+    if args.qat_steps:
+        epochs = -(-args.qat_steps // max(1, dd.steps_per_epoch(train_source, args.batch_size)))
+        batches = dd.train_batches(train_source, model.image_size[0], args.batch_size, epochs,
+                                   max_boxes=args.max_boxes,
+                                   bounding_box_format=model.bounding_box_format)
+        loss = fine_tune_qat(qat, model, batches, args.qat_steps, args.qat_learning_rate)
+        print(f"qat: {args.qat_steps} fine-tuning steps, last loss {loss:.4f}", flush=True)
+    export_detector_tflite(model, path, "int8", qat_model=qat)
+    return qat
+
+
+def print_report(report: dict) -> None:
+    print(f"{'model':>8} | {'AP %':>6} | {'AP50 %':>6} | {'IoU >= 0.9 (of n)':>17} | "
+          "mean IoU | network float ops | file")
+    for name, row in report.items():
+        agree = row.get("agreement") or {"matched_share": None, "mean_iou": None}
+        share, mean = agree["matched_share"], agree["mean_iou"]
+        matched = "-" if share is None else f"{100 * share:.1f} % ({agree['compared']})"
+        mean = "-" if mean is None else f"{mean:.3f}"
+        floats = row.get("network_float_ops", [])
+        floats = "-" if not floats else "all (float file)" if name == "float32" else \
+            ", ".join(floats)
+        print(f"{name:>8} | {100 * row['AP']:6.2f} | {100 * row['AP50']:6.2f} | {matched:>17} | "
+              f"{mean:>8} | {floats} | {row['file']}")
+        if "ops" in row:
+            print("         ops: " + ", ".join(f"{op} x{n}" for op, n in row["ops"].items()))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import keras
+    import numpy as np
+
+    import keras_coordatt.tasks  # noqa: F401 - registers ObjectDetector
+    from keras_coordatt.export.detection import run_detector_tflite
+    from keras_coordatt.tasks import detection_data as dd
+    from keras_coordatt.tasks.detection_metrics import coco_evaluate
+
+    model = keras.saving.load_model(args.model, compile=False)  # safe_mode
+    size, fmt = model.image_size[0], model.bounding_box_format
+    train_source, val_source = args.load_split(args, True), args.load_split(args, False)
+    calibration = None if args.modes == ["float32"] else np.concatenate([
+        np.asarray(images) for images, _ in dd.eval_batches(
+            train_source, size, args.batch_size, max_boxes=args.max_boxes)
+    ])[:args.calibration_images]
+    val = list(dd.coco_batches(val_source, size, args.batch_size))
+    names = val_source.class_names
+    os.makedirs(args.output_dir, exist_ok=True)
+    keras_metrics, _, _ = coco_evaluate(model.predict_on_batch, val, names, fmt, size)
+    report = {"keras": {"AP": keras_metrics["AP"], "AP50": keras_metrics["AP50"],
+                        "file": args.model}}
+    failed = {}
+    for mode in args.modes:
+        path = os.path.join(args.output_dir, f"detector_{mode}.tflite")
+        try:
+            reference = _convert(mode, model, args, calibration, train_source, path)
+        except ValueError as error:  # e.g. the strict all-int8 check: report, go on
+            print(f"{mode}: export failed: {error}", flush=True)
+            failed[mode] = str(error)
+            continue
+
+        def run_file(images, path=path):
+            return run_detector_tflite(path, np.asarray(images))
+
+        metrics, _, _ = coco_evaluate(run_file, val, names, "rel_yxyx", size)
+        expected = [_relative(model.decode_predictions(reference(images, training=False)),
+                              fmt, size) for images, _ in val]
+        found = [run_file(images) for images, _ in val]
+        report[mode] = {"AP": metrics["AP"], "AP50": metrics["AP50"], "file": path,
+                        "size_bytes": os.path.getsize(path), **op_summary(path),
+                        "agreement": agreement(expected, found, args.agreement_score),
+                        "oracle": "QAT Keras model" if mode == "qat" else "Keras model"}
+    print_report(report)
+    report.update({mode: {"error": message} for mode, message in failed.items()})
+    with open(args.json or os.path.join(args.output_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
