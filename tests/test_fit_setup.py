@@ -3,6 +3,8 @@ as it would have (same history, same weights), for Keras 3 and tf_keras (QAT) mo
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -107,3 +109,73 @@ def test_dict_outputs_and_uncompiled_model():
     assert model.optimizer.built
     history = model.fit(np.ones((5, 4), "float32"), targets, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def count_train_step_traces(model) -> list:
+    """Replaces ``model.train_step`` by a wrapper that records each Python call (one per trace
+    of the train step); returns the list it appends to."""
+    calls: list = []
+    original = model.train_step
+
+    def train_step(data):
+        calls.append(1)
+        return original(data)
+
+    model.train_step = train_step
+    return calls
+
+
+def tiny_task_model(kind: str):
+    """A small DeepLabV3 (32x32) or SSDLite (96x96) on a frozen MobileNetV2CA 0.35, and data:
+    ``(model, x, y)``; a seeded build, so two calls give the same weights."""
+    import keras
+
+    from keras_coordatt.applications import MobileNetV2CA
+    from keras_coordatt.tasks import DeepLabV3, SSDLite
+
+    keras.utils.set_random_seed(0)
+    size = 32 if kind == "deeplab" else 96
+    backbone = MobileNetV2CA((size, size, 3), alpha=0.35, include_top=False, weights=None)
+    backbone.trainable = False
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (4, size, size, 3)).astype("float32")
+    if kind == "deeplab":
+        model = DeepLabV3(backbone, 3)
+        y = rng.integers(0, 3, (4, size, size))
+    else:
+        model = SSDLite(backbone, 2, bounding_box_format="xyxy")
+        y = {"boxes": np.array([[[8, 8, 60, 70]]] * 4, "float32"), "labels": np.ones((4, 1), int)}
+    model.compile()
+    return model, x, y
+
+
+def test_deeplab_first_fit_traces_once_and_trains_the_same():
+    """DeepLabV3's ``fit`` prepares its first fit itself: one trace, and the same history and
+    weights as Keras' own ``fit`` (which traces twice)."""
+    import keras
+
+    results = []
+    for own_fit in (True, False):
+        model, x, y = tiny_task_model("deeplab")
+        calls = count_train_step_traces(model)
+        fit = model.fit if own_fit else functools.partial(keras.Model.fit, model)
+        history = fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False)
+        results.append((len(calls), history.history, model.get_weights()))
+    (traces, history, weights), (traces_plain, history_plain, weights_plain) = results
+    assert traces == 1 and traces_plain == 2
+    assert history == history_plain
+    for own, plain in zip(weights, weights_plain, strict=True):
+        np.testing.assert_array_equal(own, plain)
+
+
+def test_ssdlite_first_fit_on_a_dataset_traces_once():
+    """SSDLite's ``fit`` on a tf.data Dataset of ``(images, {"boxes", "labels"})`` batches reads
+    the label structure from the dataset's spec and traces its train step once."""
+    import tensorflow as tf
+
+    model, x, y = tiny_task_model("ssdlite")
+    calls = count_train_step_traces(model)
+    history = model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(2), epochs=1,
+                        verbose=0)
+    assert len(calls) == 1
+    assert np.isfinite(history.history["loss"]).all()

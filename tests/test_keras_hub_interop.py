@@ -191,7 +191,7 @@ def test_deeplab_v3_plus_segmenter_trains_and_round_trips(tmp_path):
 
 
 def test_retinanet_detector_trains_and_round_trips(tmp_path):
-    """keras-hub's RetinaNet (FPN on P3-P5) on a MobileNeXt backbone, pedestrian boxes."""
+    """keras-hub's RetinaNet (FPN on P3-P5) on a MobileNeXt + CA backbone, pedestrian boxes."""
     keras.utils.set_random_seed(0)
     images, _, boxes = load_pennfudan()
     x = preprocess_input(images)
@@ -200,7 +200,8 @@ def test_retinanet_detector_trains_and_round_trips(tmp_path):
     for i, found in enumerate(boxes.values()):
         y["boxes"][i, :len(found)] = found
         y["labels"][i, :len(found)] = 0
-    encoder = as_keras_hub_backbone(MobileNeXt(include_top=False, weights=None, alpha=0.35))
+    encoder = as_keras_hub_backbone(
+        MobileNeXt(include_top=False, weights=None, alpha=0.35, attention="ca"))
     backbone = keras_hub.models.RetinaNetBackbone(
         image_encoder=encoder, min_level=3, max_level=5, use_p5=True, image_shape=(128, 128, 3),
     )

@@ -38,6 +38,7 @@ from keras_coordatt.tasks.detection_losses import (
     classification_loss,
 )
 from keras_coordatt.tasks.detection_postprocess import decode_detections
+from keras_coordatt.training.fit_setup import FirstFitTracedOnce
 
 #: SGD start of the authors' COCO config (LR 1e-2, momentum 0.9; warm-up cosine in the recipe).
 DEFAULT_LEARNING_RATE = 0.01
@@ -70,7 +71,7 @@ def _check_anchor_config(anchor_config) -> dict[str, Any]:
 
 
 @keras.saving.register_keras_serializable(package="keras_coordatt")
-class ObjectDetector(keras.Model):
+class ObjectDetector(FirstFitTracedOnce, keras.Model):
     """A functional SSD-style detector (module docstring); build it with :func:`SSDLite`.
 
     Constructed as ``ObjectDetector(inputs, outputs, name=..., num_classes=...,

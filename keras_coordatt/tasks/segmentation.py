@@ -48,6 +48,7 @@ from keras_coordatt.applications import _blocks
 from keras_coordatt.applications.features import feature_layers, feature_strides, stage_outputs
 from keras_coordatt.applications.spec import model_spec
 from keras_coordatt.layers.coord_attention import conv_initializer
+from keras_coordatt.training.fit_setup import FirstFitTracedOnce
 
 #: ASPP atrous rates per backbone output stride (DeepLabV3: 6 / 12 / 18 at 16, doubled at 8;
 #: at 32 halved, our choice: the same rates in input pixels as at 16).
@@ -68,7 +69,7 @@ def default_atrous_rates(output_stride: int) -> tuple[int, int, int]:
 
 
 @keras.saving.register_keras_serializable(package="keras_coordatt")
-class ImageSegmenter(keras.Model):
+class ImageSegmenter(FirstFitTracedOnce, keras.Model):
     """A functional segmentation model whose ``compile()`` has segmentation defaults.
 
     Built as ``ImageSegmenter(inputs, outputs, name=..., num_classes=..., ignore_label=...)``

@@ -99,3 +99,48 @@ def _build_tf_keras(model, optimizer, targets) -> None:
         metrics.update_state(tf.nest.map_structure(tf.convert_to_tensor, _first_sample(targets)),
                              tf.nest.map_structure(tf.convert_to_tensor, placeholders))
         model.reset_metrics()
+
+
+def _labels_readable(targets: Any) -> bool:
+    """Whether :func:`build_for_fit` can take one sample of ``targets`` without consuming data:
+    arrays (or dicts / lists of them), or a ``tf.data.Dataset`` of ``(inputs, labels, ...)``."""
+    spec = getattr(targets, "element_spec", None)
+    if spec is not None:
+        return isinstance(spec, tuple) and len(spec) >= 2
+    if isinstance(targets, dict):
+        return all(_labels_readable(value) for value in targets.values())
+    if isinstance(targets, (list, tuple)):
+        return all(_labels_readable(value) for value in targets)
+    return hasattr(targets, "shape") and hasattr(targets, "__getitem__")
+
+
+def prepare_first_fit(model, x: Any, y: Any) -> None:
+    """:func:`build_for_fit` with the data of a ``fit(x, y)`` call, when it helps and is safe.
+
+    Only on the TensorFlow backend, when ``model`` is compiled and its optimizer not built yet
+    (the first ``fit``), and when the labels can be read without consuming data (``y`` arrays, or
+    ``x`` a ``tf.data.Dataset`` of ``(inputs, labels)``). The variables are the ones the first
+    trace would create, built from the same ``trainable_variables``, so training is unchanged.
+    If the labels do not fit the model, nothing is built here and ``fit`` reports the problem.
+    """
+    import keras
+
+    optimizer = getattr(model, "optimizer", None)
+    if keras.backend.backend() != "tensorflow" or optimizer is None or optimizer.built:
+        return
+    targets = y if y is not None else x if getattr(x, "element_spec", None) is not None else None
+    if targets is None or not _labels_readable(targets):
+        return
+    try:
+        build_for_fit(model, targets)
+    except (ValueError, TypeError):
+        model.reset_metrics()  # fit raises its own error about these labels
+
+
+class FirstFitTracedOnce:
+    """Mixin for the task models: their first ``fit`` traces the train step once, not twice
+    (:func:`prepare_first_fit`). Put it before ``keras.Model`` in the bases."""
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        prepare_first_fit(self, x, y)
+        return super().fit(x, y, *args, **kwargs)
