@@ -17,7 +17,7 @@ from PIL import Image
 
 from keras_coordatt.tasks import detection_augment as da
 from keras_coordatt.tasks import detection_data as dd
-from keras_coordatt.tasks.detection_metrics import coco_metrics
+from keras_coordatt.tasks.detection_metrics import coco_metrics, detection_agreement
 
 from helpers import DATA_DIR, ROOT
 
@@ -225,6 +225,39 @@ def test_coco_metrics_exact_cases():
     none = coco_metrics(truth, [{"boxes": np.zeros((0, 4)), "labels": np.zeros(0),
                                  "scores": np.zeros(0)}], ["person"])
     assert none["AP"] == 0.0
+
+
+def _detections(boxes, labels, scores):
+    """One batch of one image, padded to 3 slots with -1 (the predict / LiteRT form)."""
+    count = len(labels)
+    pad = 3 - count
+    return {"boxes": np.array([list(boxes) + [[-1.0] * 4] * pad], "float32"),
+            "labels": np.array([list(labels) + [-1] * pad]),
+            "confidence": np.array([list(scores) + [-1.0] * pad], "float32"),
+            "num_detections": np.array([count])}
+
+
+def test_detection_agreement_hand_computed():
+    """IoUs worked out by hand: a shifted box (0.4 x 0.5 overlap of 0.5 x 0.5 boxes: IoU
+    0.2 / 0.3 = 2/3), a box of another class (no match), one below min_score (not compared),
+    padding slots (never matched)."""
+    reference = [_detections([[0.1, 0.1, 0.6, 0.6], [0.2, 0.2, 0.7, 0.7], [0.0, 0.0, 0.2, 0.2]],
+                             [0, 1, 0], [0.9, 0.8, 0.3])]
+    found = [_detections([[0.1, 0.1, 0.6, 0.6], [0.3, 0.2, 0.8, 0.7]], [0, 0], [0.85, 0.8])]
+    result = detection_agreement(reference, found, min_score=0.5, min_iou=0.9)
+    assert result["compared"] == 2  # the 0.3 detection is below min_score
+    assert result["matched_share"] == 0.5  # the class-1 box has no class-1 partner
+    assert result["mean_iou"] == pytest.approx(0.5) and result["min_iou_seen"] == 0.0
+    assert result["max_score_gap"] == pytest.approx(0.05)
+    shifted = [_detections([[0.3, 0.2, 0.8, 0.7]], [1], [0.8])]
+    second = detection_agreement(reference, shifted, min_score=0.5, min_iou=0.6)
+    assert second["mean_iou"] == pytest.approx((0.0 + 2 / 3) / 2)
+    assert second["matched_share"] == 0.5 and second["max_score_gap"] == pytest.approx(0.0)
+    empty = detection_agreement(reference, [_detections([], [], [])])
+    assert empty["compared"] == 2 and empty["matched_share"] == 0.0
+    assert detection_agreement([_detections([], [], [])], found)["matched_share"] is None
+    with pytest.raises(ValueError, match="same batches"):
+        detection_agreement(reference, found + found)
 
 
 # ------------------------------------------------------------------------------- the recipe

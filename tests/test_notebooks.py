@@ -57,9 +57,14 @@ CASES = {
         ("pet_predictions.png", "int8_agreement.png"),
         ("pets_deeplabv3_ca_int8.tflite",),
     ),
+    "06_detection.ipynb": (
+        ("tensorflow", "tensorflow_datasets", "ai_edge_litert", "pycocotools", "matplotlib"),
+        ("detections.png", "int8_agreement.png"),
+        ("voc_ssdlite_ca.keras", "voc_ssdlite_ca_int8.tflite"),
+    ),
 }
 #: Notebooks that load tf_flowers (with the same cell).
-FLOWERS = [name for name in CASES if not name.startswith("05_")]
+FLOWERS = [name for name in CASES if name[:3] not in ("05_", "06_")]
 
 
 def _load_build_script():

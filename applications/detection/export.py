@@ -87,49 +87,6 @@ def fine_tune_qat(qat, detector, batches, steps: int, learning_rate: float) -> f
     return loss
 
 
-def _relative(out: dict, bounding_box_format: str, size: int) -> dict:
-    """A detection dict with its boxes as relative ``yxyx`` (NumPy)."""
-    from keras import ops
-
-    from keras_coordatt.tasks.anchors import to_relative_yxyx
-
-    boxes = to_relative_yxyx(out["boxes"], bounding_box_format, (size, size))
-    return {**{k: ops.convert_to_numpy(v) for k, v in out.items()},
-            "boxes": ops.convert_to_numpy(boxes)}
-
-
-def _iou(box, boxes):
-    import numpy as np
-
-    low = np.maximum(box[:2], boxes[:, :2])
-    high = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(high - low, 0, None), axis=-1)
-    area = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)
-    return inter / np.maximum(area - inter, 1e-12)
-
-
-def agreement(reference: list[dict], found: list[dict], floor: float) -> dict:
-    """For every reference detection with score >= ``floor``: IoU with the best found box of
-    the same class in the same image (relative yxyx dicts, one per batch)."""
-    import numpy as np
-
-    overlaps = []
-    for ours, theirs in zip(reference, found, strict=True):
-        for b in range(len(ours["num_detections"])):
-            count = int(theirs["num_detections"][b])
-            boxes = np.clip(theirs["boxes"][b, :count], 0, 1)
-            for k in range(int(ours["num_detections"][b])):
-                if ours["confidence"][b, k] < floor:
-                    continue
-                same = theirs["labels"][b, :count] == ours["labels"][b, k]
-                iou = np.where(same, _iou(np.clip(ours["boxes"][b, k], 0, 1), boxes), 0.0)
-                overlaps.append(float(iou.max()) if count else 0.0)
-    overlaps = np.asarray(overlaps)
-    return {"compared": len(overlaps),
-            "matched_share": float(np.mean(overlaps >= MATCH_IOU)) if len(overlaps) else None,
-            "mean_iou": float(overlaps.mean()) if len(overlaps) else None}
-
-
 def op_summary(path: str) -> dict:
     from keras_coordatt.export import inspect_tflite
     from keras_coordatt.export.detection import network_float_ops
@@ -189,7 +146,11 @@ def main(argv=None) -> int:
     import keras_coordatt.tasks  # noqa: F401 - registers ObjectDetector
     from keras_coordatt.export.detection import run_detector_tflite
     from keras_coordatt.tasks import detection_data as dd
-    from keras_coordatt.tasks.detection_metrics import coco_evaluate
+    from keras_coordatt.tasks.detection_metrics import (
+        coco_evaluate,
+        detection_agreement,
+        relative_detections,
+    )
 
     model = keras.saving.load_model(args.model, compile=False)  # safe_mode
     size, fmt = model.image_size[0], model.bounding_box_format
@@ -218,12 +179,14 @@ def main(argv=None) -> int:
             return run_detector_tflite(path, np.asarray(images))
 
         metrics, _, _ = coco_evaluate(run_file, val, names, "rel_yxyx", size)
-        expected = [_relative(model.decode_predictions(reference(images, training=False)),
-                              fmt, size) for images, _ in val]
+        expected = [relative_detections(model.decode_predictions(reference(images,
+                                                                           training=False)),
+                                        fmt, size) for images, _ in val]
         found = [run_file(images) for images, _ in val]
         report[mode] = {"AP": metrics["AP"], "AP50": metrics["AP50"], "file": path,
                         "size_bytes": os.path.getsize(path), **op_summary(path),
-                        "agreement": agreement(expected, found, args.agreement_score),
+                        "agreement": detection_agreement(
+                            expected, found, min_score=args.agreement_score, min_iou=MATCH_IOU),
                         "oracle": "QAT Keras model" if mode == "qat" else "Keras model"}
     print_report(report)
     report.update({mode: {"error": message} for mode, message in failed.items()})

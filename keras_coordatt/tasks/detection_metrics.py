@@ -10,6 +10,9 @@ penalises detections on them). Category ``k`` of the model is COCO category id `
 
 :func:`coco_evaluate` runs a detector over :func:`keras_coordatt.tasks.detection_data.
 coco_batches` and scores it. Needs ``pycocotools`` (the ``data`` extra).
+
+:func:`detection_agreement` measures how closely one detector reproduces another's detections
+(a TFLite file against the Keras model it came from): NumPy only.
 """
 
 from __future__ import annotations
@@ -125,4 +128,83 @@ def coco_evaluate(predict, batches, class_names: Sequence[str], bounding_box_for
     return coco_metrics(ground_truth, detections, class_names), ground_truth, detections
 
 
-__all__ = ["METRIC_NAMES", "coco_evaluate", "coco_metrics"]
+def relative_detections(detections: dict, bounding_box_format: str,
+                        image_size: int | tuple[int, int]) -> dict[str, np.ndarray]:
+    """A keras-hub detection dict (``predict`` of an ``ObjectDetector``, boxes in
+    ``bounding_box_format`` at ``image_size``) as NumPy with relative ``yxyx`` boxes, the form
+    :func:`detection_agreement` compares and ``run_detector_tflite`` returns."""
+    from keras import ops
+
+    from keras_coordatt.tasks.anchors import to_relative_yxyx
+
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    boxes = to_relative_yxyx(detections["boxes"], bounding_box_format, size)
+    return {**{key: ops.convert_to_numpy(value) for key, value in detections.items()},
+            "boxes": ops.convert_to_numpy(boxes)}
+
+
+def _box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``yxyx`` box ``(4,)`` with ``boxes`` ``(n, 4)`` -> ``(n,)``."""
+    low = np.maximum(box[:2], boxes[:, :2])
+    high = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(high - low, 0, None), axis=-1)
+    union = np.prod(box[2:] - box[:2]) + np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1) - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def _image_matches(ours: dict, theirs: dict, b: int, min_score: float):
+    """(IoU, |score difference|) of each reference detection of image ``b`` with confidence
+    >= ``min_score`` and its best same-class box in ``theirs`` (IoU 0 when there is none)."""
+    count = int(theirs["num_detections"][b])
+    boxes = np.clip(theirs["boxes"][b, :count], 0.0, 1.0)
+    for k in range(int(ours["num_detections"][b])):
+        score = float(ours["confidence"][b, k])
+        if score < min_score:
+            continue
+        same = theirs["labels"][b, :count] == ours["labels"][b, k]
+        iou = np.where(same, _box_iou(np.clip(ours["boxes"][b, k], 0.0, 1.0), boxes), 0.0)
+        if not count or not same.any():
+            yield 0.0, None
+            continue
+        best = int(np.argmax(iou))
+        yield float(iou[best]), abs(float(theirs["confidence"][b, best]) - score)
+
+
+def detection_agreement(reference: Sequence[dict], found: Sequence[dict], *,
+                        min_score: float = 0.5, min_iou: float = 0.9) -> dict[str, Any]:
+    """How well the detections ``found`` reproduce ``reference``, image by image.
+
+    Both are sequences (one entry per batch, in the same order) of keras-hub detection dicts
+    with **relative** ``yxyx`` boxes: ``boxes`` ``(B, K, 4)``, ``labels`` ``(B, K)``,
+    ``confidence`` ``(B, K)``, ``num_detections`` ``(B,)`` (``run_detector_tflite`` returns
+    this form). Every reference detection with confidence >= ``min_score`` is matched to the
+    found box of the same class in the same image with the highest IoU (boxes clipped to the
+    image). Returns ``compared`` (reference detections), ``matched_share`` (share with IoU >=
+    ``min_iou``; None if none compared), ``mean_iou``, ``min_iou_seen`` and
+    ``max_score_gap`` (largest |confidence difference| over the matched ones).
+    """
+    if len(reference) != len(found):
+        raise ValueError(f"reference has {len(reference)} batches, found {len(found)}: pass "
+                         "the detections of the same batches, in the same order.")
+    overlaps, gaps = [], []
+    for ours, theirs in zip(reference, found, strict=True):
+        ours = {key: np.asarray(value) for key, value in ours.items()}
+        theirs = {key: np.asarray(value) for key, value in theirs.items()}
+        for b in range(len(ours["num_detections"])):
+            for iou, gap in _image_matches(ours, theirs, b, min_score):
+                overlaps.append(iou)
+                if iou >= min_iou and gap is not None:
+                    gaps.append(gap)
+    overlaps = np.asarray(overlaps, dtype="float64")
+    compared = len(overlaps)
+    return {
+        "compared": compared,
+        "matched_share": float(np.mean(overlaps >= min_iou)) if compared else None,
+        "mean_iou": float(overlaps.mean()) if compared else None,
+        "min_iou_seen": float(overlaps.min()) if compared else None,
+        "max_score_gap": max(gaps) if gaps else None,
+    }
+
+
+__all__ = ["METRIC_NAMES", "coco_evaluate", "coco_metrics", "detection_agreement",
+           "relative_detections"]
