@@ -85,14 +85,21 @@ def _keras_module_of(model):
     return tf_keras
 
 
-def fit_classifier(model, x, y, *, epochs: int, batch_size: int, learning_rate: float, seed: int):
-    """Adam + cosine decay on uint8 images ``x`` with fresh augmentation every epoch."""
+def fit_classifier(model, x, y, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+                   warmup_epochs: float = 0.0, weight_decay: float | None = None):
+    """Adam (AdamW with ``weight_decay``) + cosine decay after a linear warm-up of
+    ``warmup_epochs`` on uint8 images ``x`` ``(N, 32, 32, 3)``, with fresh augmentation every
+    epoch."""
     keras = _keras_module_of(model)
     rng = np.random.default_rng(seed)
-    steps = epochs * int(np.ceil(len(x) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+    steps_per_epoch = int(np.ceil(len(x) / batch_size))
+    warmup = int(warmup_epochs * steps_per_epoch)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate if not warmup else 0.0, decay_steps=epochs * steps_per_epoch - warmup,
+        **({"warmup_target": learning_rate, "warmup_steps": warmup} if warmup else {}),
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(schedule, weight_decay=weight_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
