@@ -142,6 +142,27 @@ def tflite_latency_ms(path: str | os.PathLike, *, num_threads: int = 2, runs: in
     return 1000.0 * statistics.median(times)
 
 
+class PhaseClock:
+    """Wall time per named phase (a phase named again adds to its total)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def phase(self, name: str) -> None:
+        """Ends the running phase and starts ``name``."""
+        self.stop()
+        self._current = (name, time.perf_counter())
+
+    def stop(self) -> dict[str, float]:
+        """Ends the running phase; returns the totals (seconds by phase, first-run order)."""
+        if self._current is not None:
+            name, start = self._current
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+            self._current = None
+        return dict(self.totals)
+
+
 def run_demo(
     output_dir: str | os.PathLike = "demo_output",
     *,
@@ -169,12 +190,14 @@ def run_demo(
     keras.utils.set_random_seed(seed)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    clock = PhaseClock()
 
+    clock.phase("data")
     print("[1/6] Loading the bundled CIFAR-10 subset (real images)")
     x_train, y_train, x_test, y_test = _load_data(train_images, seed)
     test_inputs = preprocess_images(x_test)
 
+    clock.phase("training")
     print(f"[2/6] Training MobileNetV2CA (alpha={alpha}, 32x32, output stride "
           f"{SMALL_IMAGE_OUTPUT_STRIDE}, weights={weights}) for {epochs} epochs")
     model = build_classifier(alpha, weights)
@@ -184,6 +207,7 @@ def run_demo(
     float_accuracy = keras_accuracy(model, test_inputs, y_test)
     print(f"  float Keras top-1: {100 * float_accuracy:.1f} %")
 
+    clock.phase("export")
     print("[3/6] Exporting float32 and post-training-quantized int8 TFLite models")
     float_path = export_tflite(model, out / "mobilenetv2_ca_float32.tflite", mode="float32")
     calibration = preprocess_images(x_train[:: max(1, len(x_train) // 256)])
@@ -192,14 +216,17 @@ def run_demo(
         representative_dataset=calibration,
     )
 
+    clock.phase("QAT")
     print(f"[4/6] Quantization-aware training for {qat_epochs} epochs")
     qat_model = quantize_model(model, calibration_data=calibration)
     fit_classifier(qat_model, x_train[:qat_images], y_train[:qat_images], epochs=qat_epochs,
                    batch_size=batch_size, learning_rate=learning_rate / 10, seed=seed + 1)
     qat_accuracy = keras_accuracy(qat_model, test_inputs, y_test)
     print(f"  QAT Keras (fake-quant) top-1: {100 * qat_accuracy:.1f} %")
+    clock.phase("export")
     qat_path = export_tflite(qat_model, out / "mobilenetv2_ca_qat_int8.tflite", mode="int8")
 
+    clock.phase("LiteRT evaluation")
     print("[5/6] Evaluating the TFLite models with the LiteRT interpreter")
     rows = [("float Keras", None, float_accuracy), ("QAT Keras (fake-quant)", None, qat_accuracy)]
     for label, path in (("float32 TFLite", float_path), ("PTQ int8 TFLite", ptq_path),
@@ -209,14 +236,23 @@ def run_demo(
         print(f"  {label}: top-1 {100 * result['accuracy']:.1f} %")
         rows.append((label, path, result["accuracy"]))
 
+    clock.phase("latency")
     print("[6/6] Measuring LiteRT latency (batch 1, 2 threads)")
     results: dict[str, Any] = {"models": _result_rows(rows), "test_images": int(len(x_test)),
                                "alpha": alpha, "epochs": epochs, "qat_epochs": qat_epochs}
-    results["seconds"] = time.perf_counter() - started
+    return _finish(results, clock, out)
+
+
+def _finish(results: dict[str, Any], clock: PhaseClock, out: Path) -> dict[str, Any]:
+    """Adds the times to ``results``, writes results.json and prints the table."""
+    results["phase_seconds"] = clock.stop()
+    results["seconds"] = sum(results["phase_seconds"].values())
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print()
     print(format_results(results))
-    print(f"\nArtifacts in {out.resolve()} ({results['seconds']:.0f} s in all)")
+    print("\nSeconds: " + ", ".join(f"{name} {seconds:.0f}"
+                                     for name, seconds in results["phase_seconds"].items()))
+    print(f"Artifacts in {out.resolve()} ({results['seconds']:.0f} s in all)")
     return results
 
 

@@ -29,7 +29,7 @@ MIN_FLOAT_TOP1 = 0.14
 
 #: Every console line the demo itself prints (anything else is a library's log or warning).
 DEMO_LINE = re.compile(
-    r"$|\[\d/6\] |  \S|\||Artifacts in "
+    r"$|\[\d/6\] |  \S|\||Artifacts in |Seconds: "
     # an epoch line of Keras 3 (float training) or tf_keras (QAT): steps, time, loss, accuracy
     r"|\d+/\d+ - \d+m?s - (?=.*loss: )[\w/ .:-]+$"
 )
@@ -73,6 +73,11 @@ def test_demo_results(demo_run):
         "QAT int8 TFLite",
     }
     assert rows["float Keras"]["top1"] >= MIN_FLOAT_TOP1
+    phases = results["phase_seconds"]  # the time line: every phase, adding up to the total
+    assert list(phases) == ["data", "training", "export", "QAT", "LiteRT evaluation", "latency"]
+    assert all(seconds > 0 for seconds in phases.values())
+    assert sum(phases.values()) == pytest.approx(results["seconds"])
+    assert f"Seconds: data {phases['data']:.0f}, training " in completed.stdout
     for name in ("float32 TFLite", "PTQ int8 TFLite", "QAT int8 TFLite"):
         assert (out / rows[name]["file"]).exists()
         assert rows[name]["latency_ms"] > 0
