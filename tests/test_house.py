@@ -187,7 +187,10 @@ def test_make_fixtures_reproduces_the_committed_fixtures(tmp_path):
         if name.endswith(".npy"):
             expected, got = np.load(FIXTURES / name), np.load(out / name)
             assert got.dtype == expected.dtype and got.shape == expected.shape, name
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6, err_msg=name)
+            # float32 through a deep network: another CPU's kernels (AVX-512 vs AVX2 paths in
+            # PyTorch's convolutions) round differently; an Intel Xeon regenerates the AMD-made
+            # MobileNetV2-0.35 logits within 1.2e-6. 1e-5 still catches any real change.
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5, err_msg=name)
         else:
             assert (out / name).read_text() == (FIXTURES / name).read_text(), name
 
