@@ -24,21 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from segmentation_latency import pennfudan_photos  # noqa: E402  (this folder's script)
+
 SIZE = 320
-
-
-def _photos(count: int = 8) -> np.ndarray:
-    """Real Penn-Fudan photos from tests/data, resized to SIZE x SIZE, preprocessed."""
-    import tensorflow as tf
-    from PIL import Image
-
-    from keras_coordatt.applications import preprocess_input
-
-    files = sorted((ROOT / "tests" / "data" / "pennfudan_instances").glob("*Ped?????.png"))
-    images = [np.asarray(Image.open(path).convert("RGB"), np.float32) for path in files[:count]]
-    resized = tf.image.resize(np.stack(images), (SIZE, SIZE)).numpy()
-    return preprocess_input(resized).astype(np.float32)
 
 
 def _detector(attention: str | None, alpha: float, classes: int, model_path: str | None,
@@ -143,7 +132,7 @@ def main(argv=None) -> int:
     from keras_coordatt.benchmark import Contender, configure_threads, measure
 
     configure_threads(args.threads)
-    photos = _photos()
+    photos = pennfudan_photos(SIZE)
     contenders, details = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for attention in args.attentions:

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SIZE = 512
 
 
-def _photos(count: int = 8) -> np.ndarray:
-    """Real Penn-Fudan photos from tests/data, resized to SIZE x SIZE, preprocessed."""
+def pennfudan_photos(size: int = SIZE, count: int = 8) -> np.ndarray:
+    """Real Penn-Fudan photos from tests/data, resized to ``size`` x ``size``, preprocessed."""
     import tensorflow as tf
     from PIL import Image
 
@@ -33,7 +33,7 @@ def _photos(count: int = 8) -> np.ndarray:
 
     files = sorted((ROOT / "tests" / "data" / "pennfudan_instances").glob("*Ped?????.png"))
     images = [np.asarray(Image.open(path).convert("RGB"), np.float32) for path in files[:count]]
-    resized = tf.image.resize(np.stack(images), (SIZE, SIZE)).numpy()
+    resized = tf.image.resize(np.stack(images), (size, size)).numpy()
     return preprocess_input(resized).astype(np.float32)
 
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     )
 
     configure_threads(args.threads)
-    photos = _photos()
+    photos = pennfudan_photos()
     contenders, sizes = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for attention in args.attentions:
