@@ -10,6 +10,7 @@ not write; the op list of the file (read by LiteRT); LiteRT's detections against
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 
@@ -30,7 +31,7 @@ from keras_coordatt.export.detection import (
 )
 from keras_coordatt.tasks import SSDLite
 
-from helpers import DATA_DIR, calibrate_batchnorm, run_python
+from helpers import DATA_DIR, ROOT, calibrate_batchnorm, run_python
 
 pytestmark = pytest.mark.tflite
 
@@ -275,6 +276,15 @@ def test_cli_exports_a_saved_detector_with_the_op(detector, expected, tmp_path, 
     np.testing.assert_array_equal(found["num_detections"], expected["num_detections"])
 
 
+def _recipe_export():
+    """applications/detection/export.py, loaded by path."""
+    path = ROOT / "applications" / "detection" / "export.py"
+    spec = importlib.util.spec_from_file_location("detection_recipe_export_mp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 LABELS = ["red", "blue"]  # the synthetic classes 0 and 1
 MEDIAPIPE_DETECT = """
 import json, sys
@@ -324,6 +334,18 @@ def test_mediapipe_object_detector_returns_the_litert_detections(detector, files
             assert abs(score - litert["confidence"][b, k]) <= 1e-3
             assert name == LABELS[litert["labels"][b, k]]
             assert index in (None, litert["labels"][b, k])  # 1.2.2 leaves it unset (None)
+    # applications/detection/export.py --mediapipe reads MediaPipe's result the same way, in
+    # this process, as relative yxyx boxes; and its to_pixels inverts preprocess_input.
+    recipe = _recipe_export()
+    ours = recipe.mediapipe_detections(str(path), images, LABELS)
+    np.testing.assert_array_equal(ours["num_detections"], [len(f) for f in found])
+    for b, detections in enumerate(found):
+        for k, (x, y, width, height, _, name, score) in enumerate(detections):
+            np.testing.assert_allclose(ours["boxes"][b, k] * SIZE,
+                                       [y, x, y + height, x + width], atol=1e-3)
+            assert ours["labels"][b, k] == LABELS.index(name)
+            assert ours["confidence"][b, k] == pytest.approx(score, abs=1e-6)
+    np.testing.assert_array_equal(recipe.to_pixels(preprocess_input(images)), images)
     from keras_coordatt.export import write_metadata
 
     with pytest.raises(ValueError, match="labels must be 2 non-empty"):  # the op's num_classes

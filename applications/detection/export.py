@@ -28,6 +28,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--qat-learning-rate", type=float, default=1e-3)
     parser.add_argument("--agreement-score", type=float, default=0.5,
                         help="compare the Keras detections from this score")
+    parser.add_argument("--mediapipe", action="store_true",
+                        help="also write a PTQ int8 file taking uint8 pixels, with TFLite "
+                             "metadata, and run it in MediaPipe's ObjectDetector on the "
+                             "held-out images (needs the [mediapipe] extra)")
     parser.add_argument("--json", help="write the report to this JSON file "
                                        "(default <output-dir>/report.json)")
     recipe.add_data_arguments(parser)
@@ -121,6 +127,69 @@ def _convert(mode, model, args, calibration, train_source, path):
     return qat
 
 
+def to_pixels(images) -> np.ndarray:
+    """Preprocessed images (``preprocess_input`` of 0..255 RGB) back to uint8 pixels."""
+    from keras_coordatt.applications.imagenet_utils import IMAGENET_MEAN, IMAGENET_STD
+
+    pixels = (np.asarray(images) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def mediapipe_detections(path: str, pixels, class_names) -> dict:
+    """MediaPipe ``ObjectDetector`` on uint8 images ``(B, S, S, 3)`` -> a detection dict with
+    relative ``yxyx`` boxes (``detection_agreement``'s form); labels from category names."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    size = pixels.shape[1]
+    options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=path))
+    found = []
+    with vision.ObjectDetector.create_from_options(options) as detector:
+        for image in pixels:
+            result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                              data=np.ascontiguousarray(image)))
+            found.append([(box.origin_y / size, box.origin_x / size,
+                           (box.origin_y + box.height) / size, (box.origin_x + box.width) / size,
+                           list(class_names).index(d.categories[0].category_name),
+                           d.categories[0].score)
+                          for d in result.detections for box in [d.bounding_box]])
+    slots = max([len(f) for f in found] + [1])
+    out = {"boxes": np.zeros((len(found), slots, 4)), "labels": np.zeros((len(found), slots)),
+           "confidence": np.zeros((len(found), slots)),
+           "num_detections": np.array([len(f) for f in found])}
+    for b, detections in enumerate(found):
+        for k, (*box, label, score) in enumerate(detections):
+            out["boxes"][b, k], out["labels"][b, k], out["confidence"][b, k] = box, label, score
+    return out
+
+
+def mediapipe_check(model, calibration, val, class_names, path, min_score) -> dict:
+    """The PTQ int8 file with uint8 input and metadata, run by MediaPipe and by LiteRT on the
+    held-out images: agreement of MediaPipe's detections with LiteRT's (the same file) and with
+    the Keras model's (on the same rounded pixels)."""
+    from keras_coordatt.applications import preprocess_input
+    from keras_coordatt.export.detection import export_detector_tflite, run_detector_tflite
+    from keras_coordatt.tasks.detection_metrics import detection_agreement, relative_detections
+
+    export_detector_tflite(model, path, "int8", to_pixels(calibration), input_type="uint8",
+                           labels=list(class_names))
+    size, fmt = model.image_size[0], model.bounding_box_format
+    litert, keras_found, mediapipe = [], [], []
+    for images, _ in val:
+        pixels = to_pixels(images)
+        litert.append(run_detector_tflite(path, pixels))
+        keras_found.append(relative_detections(
+            model.predict_on_batch(preprocess_input(pixels.astype("float32"))), fmt, size))
+        mediapipe.append(mediapipe_detections(path, pixels, class_names))
+    return {"file": path, "size_bytes": os.path.getsize(path),
+            "vs_litert": detection_agreement(litert, mediapipe, min_score=min_score,
+                                             min_iou=MATCH_IOU),
+            "vs_keras": detection_agreement(keras_found, mediapipe, min_score=min_score,
+                                            min_iou=MATCH_IOU),
+            "detections": int(sum(int(np.sum(m["num_detections"])) for m in mediapipe)),
+            "litert_detections": int(sum(int(np.sum(m["num_detections"])) for m in litert))}
+
+
 def print_report(report: dict) -> None:
     print(f"{'model':>8} | {'AP %':>6} | {'AP50 %':>6} | {'IoU >= 0.9 (of n)':>17} | "
           "mean IoU | network float ops | file")
@@ -141,7 +210,6 @@ def print_report(report: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     import keras
-    import numpy as np
 
     import keras_coordatt.tasks  # noqa: F401 - registers ObjectDetector
     from keras_coordatt.export.detection import run_detector_tflite
@@ -155,7 +223,8 @@ def main(argv=None) -> int:
     model = keras.saving.load_model(args.model, compile=False)  # safe_mode
     size, fmt = model.image_size[0], model.bounding_box_format
     train_source, val_source = args.load_split(args, True), args.load_split(args, False)
-    calibration = None if args.modes == ["float32"] else np.concatenate([
+    only_float = args.modes == ["float32"] and not args.mediapipe
+    calibration = None if only_float else np.concatenate([
         np.asarray(images) for images, _ in dd.eval_batches(
             train_source, size, args.batch_size, max_boxes=args.max_boxes)
     ])[:args.calibration_images]
@@ -189,6 +258,12 @@ def main(argv=None) -> int:
                             expected, found, min_score=args.agreement_score, min_iou=MATCH_IOU),
                         "oracle": "QAT Keras model" if mode == "qat" else "Keras model"}
     print_report(report)
+    if args.mediapipe:
+        report["mediapipe"] = mediapipe_check(
+            model, calibration, val, names, os.path.join(args.output_dir, "detector_uint8.tflite"),
+            args.agreement_score)
+        print(f"MediaPipe ObjectDetector (PTQ int8, uint8 input, metadata): "
+              f"{json.dumps(report['mediapipe'])}", flush=True)
     report.update({mode: {"error": message} for mode, message in failed.items()})
     with open(args.json or os.path.join(args.output_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=1)

@@ -14,43 +14,13 @@ Example (the Penn-Fudan comparison in results/):
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
+
+from keras_coordatt.training.comparison import compare_main, mean_std
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--attentions", nargs="+", default=["none", "se", "cbam", "ca"],
-                        choices=("none", "se", "cbam", "ca"))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--output-dir", default="runs/compare",
-                        help="one sub-folder per run: <attention>_seed<seed>")
-    parser.add_argument("--table", help="write the markdown table here (default: print only)")
-    parser.add_argument("--skip-done", action="store_true",
-                        help="reuse runs whose metrics.json exists")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER,
-                        help="arguments for train.py, after --")
-    args = parser.parse_args(argv)
-    if args.train_args and args.train_args[0] == "--":
-        args.train_args = args.train_args[1:]
-    return args
-
-
-def mean_std(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{100 * values[0]:.2f}" if values else "-"
-    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def table(runs: dict[str, list[dict]]) -> str:
@@ -80,31 +50,9 @@ def table(runs: dict[str, list[dict]]) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    runs: dict[str, list[dict]] = {attention: [] for attention in args.attentions}
-    start = time.time()
-    for attention in args.attentions:
-        for seed in args.seeds:
-            out = os.path.join(args.output_dir, f"{attention}_seed{seed}")
-            path = os.path.join(out, "metrics.json")
-            if not (args.skip_done and os.path.exists(path)):
-                command = [sys.executable, os.path.join(HERE, "train.py"), *args.train_args,
-                           "--attention", attention, "--seed", str(seed), "--output-dir", out,
-                           "--verbose", "2"]
-                print("$", " ".join(command), flush=True)
-                subprocess.run(command, check=True)
-            with open(path) as f:
-                runs[attention].append(json.load(f))
-            print(f"[{time.time() - start:.0f} s] {attention} seed {seed}: mIoU "
-                  f"{runs[attention][-1]['mean_iou']:.4f}", flush=True)
-    text = table(runs)
-    print(text)
-    if args.table:
-        with open(args.table, "w") as f:
-            f.write(text + "\n")
-            f.write(f"\nWall time of the whole comparison: {time.time() - start:.0f} s on "
-                    f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs).\n")
-    return 0
+    return compare_main(argv, script=os.path.join(HERE, "train.py"),
+                        description=__doc__.split("\n\n")[0], default_output_dir="runs/compare",
+                        table=table, describe=lambda m: f"mIoU {m['mean_iou']:.4f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ checkpoints, and (needing TensorFlow) the classification input pipelines.
 * :mod:`~keras_coordatt.training.checkpoints`: :class:`VerifiedBackupAndRestore`,
   :func:`save_model` / :func:`load_model` (atomic, SHA-256 checked),
   :class:`CorruptCheckpointError`, :func:`weights_fingerprint`;
+* :mod:`~keras_coordatt.training.comparison`: :func:`run_grid` (one training run per attention
+  x seed, the same arguments, each in its own process; the recipes' ``compare.py``);
 * :mod:`~keras_coordatt.training.classification_data`: TFDS / image-folder sources and the
   train / eval pipelines (imported on use: it needs TensorFlow).
 
