@@ -346,6 +346,17 @@ def test_mediapipe_object_detector_returns_the_litert_detections(detector, files
             assert ours["labels"][b, k] == LABELS.index(name)
             assert ours["confidence"][b, k] == pytest.approx(score, abs=1e-6)
     np.testing.assert_array_equal(recipe.to_pixels(preprocess_input(images)), images)
+    assert recipe.mediapipe_vs_litert(litert, ours, SIZE) == {
+        "same_counts": True, "same_labels": True, "max_box_pixel_gap": 0.0,
+        "max_score_gap": pytest.approx(0.0, abs=1e-6)}
+    # MediaPipe's pixel convention, as measured on real detections: truncated origin and size,
+    # an origin outside the image moved to 0 with the size kept, the size capped at the image.
+    box = {"boxes": np.array([[[-0.25, 0.10, 0.50, 1.40]]]), "labels": np.zeros((1, 1)),
+           "confidence": np.full((1, 1), 0.7), "num_detections": np.array([1])}
+    seen = dict(box, boxes=np.array([[[0, 12, 96, 140]]]) / SIZE)  # SIZE = 128 px
+    assert recipe.mediapipe_vs_litert(box, seen, SIZE)["max_box_pixel_gap"] == pytest.approx(0)
+    shifted = dict(box, boxes=np.array([[[0, 12, 96, 138]]]) / SIZE)
+    assert recipe.mediapipe_vs_litert(box, shifted, SIZE)["max_box_pixel_gap"] == pytest.approx(2)
     from keras_coordatt.export import write_metadata
 
     with pytest.raises(ValueError, match="labels must be 2 non-empty"):  # the op's num_classes
