@@ -112,7 +112,7 @@ def test_compare_scripts_have_help(task):
 def test_compare_main_passes_the_arguments_after_the_separator(fake_train, tmp_path):
     from keras_coordatt.training.comparison import compare_main
 
-    out, written = tmp_path / "runs", tmp_path / "table.md"
+    out, written = tmp_path / "runs", tmp_path / "bench.md"
     assert compare_main(
         ["--attentions", "cbam", "--seeds", "2", "--output-dir", str(out), "--table",
          str(written), "--", "--budget", "3"],

@@ -33,7 +33,7 @@ UPSTREAM_FILES = frozenset(
      "mobilenext.py", "dataloaders.py"}
 )
 #: Names of files the code writes (exports, reports), not files of the repository.
-EXAMPLE_NAMES = frozenset({"MODEL_CARD.md", "bench.md", "09_bad.py"})
+EXAMPLE_NAMES = frozenset({"MODEL_CARD.md", "bench.md", "09_bad.py", "fake_train.py"})
 
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 # a token: a run of characters that can belong to a path (quotes, commas, ... end it)
