@@ -1,11 +1,14 @@
 """Helpers shared by the test files: where the bundled data lies, real CIFAR-10 images, and
-BatchNorm statistics that make a randomly initialised network behave like a trained one."""
+BatchNorm statistics that make a randomly initialised network behave like a trained one, and
+loading a script (recipe or benchmark) by path."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,3 +93,12 @@ def run_python(code: str, timeout: float = 300, **env: str) -> subprocess.Comple
         [sys.executable, "-c", code], capture_output=True, text=True, env=environment,
         timeout=timeout,
     )
+
+
+def load_script(path: Path, name: str) -> types.ModuleType:
+    """The program at ``path`` (a recipe or benchmark script, not a package module) imported
+    under the module name ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,7 +3,6 @@ run of the whole script on the test images (train = test folder: it checks the p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -11,12 +10,10 @@ import pytest
 from keras_coordatt.applications import count_params
 from keras_coordatt.layers import CoordAttention
 
-from helpers import CIFAR_DIR, ROOT
+from helpers import CIFAR_DIR, ROOT, load_script
 
 SCRIPT = ROOT / "applications" / "classification" / "cifar10_attention.py"
-_spec = importlib.util.spec_from_file_location("cifar10_attention", SCRIPT)
-cifar10_attention = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cifar10_attention)
+cifar10_attention = load_script(SCRIPT, "cifar10_attention")
 
 
 def _build(variant):

@@ -4,7 +4,6 @@ metrics is an error, not a missing row."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 
 from keras_coordatt.training.comparison import mean_std, run_grid
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT, load_script
 
 #: A stand-in for train.py: records its arguments and writes metrics.json from them.
 FAKE_TRAIN = """
@@ -79,15 +78,8 @@ def test_mean_std_is_the_sample_statistics():
     assert mean_std([]) == "-"
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_detection_compare_table_reads_the_metrics(tmp_path):
-    compare = _load(ROOT / "applications" / "detection" / "compare.py", "detection_compare")
+    compare = load_script(ROOT / "applications" / "detection" / "compare.py", "detection_compare")
     metrics = [{"AP": 0.0376, "AP50": 0.1356, "AP75": 0.0218, "params": 1613772,
                 "madds": 250182016, "image_size": 320, "train_seconds": 455.2},
                {"AP": 0.0500, "AP50": 0.1500, "AP75": 0.0300, "params": 1613772,

@@ -4,7 +4,6 @@ augmentation against NumPy, pycocotools metrics on hand-made cases, and train ->
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,17 +18,14 @@ from keras_coordatt.tasks import detection_augment as da
 from keras_coordatt.tasks import detection_data as dd
 from keras_coordatt.tasks.detection_metrics import coco_metrics, detection_agreement
 
-from helpers import DATA_DIR, ROOT
+from helpers import DATA_DIR, ROOT, load_script
 
 RECIPE = ROOT / "applications" / "detection"
 PENNFUDAN = DATA_DIR / "pennfudan_instances"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"detection_recipe_{name}", RECIPE / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(RECIPE / name, f"detection_recipe_{name}")
 
 
 def _jpeg(path, height: int, width: int) -> None:

@@ -3,9 +3,7 @@ int8 model, nor end the caller's process."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -17,9 +15,10 @@ from keras_coordatt.export import tflite as tflite_module
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 from keras_coordatt.export.tflite import inspect_tflite
 
+from helpers import ROOT, load_script
+
 pytestmark = [pytest.mark.qat, pytest.mark.tflite]
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import qat_matrix  # noqa: E402
@@ -156,11 +155,8 @@ def _check_the_floor(qat, images, tmp_path) -> None:
 
 
 def _repro_module():
-    path = ROOT / "benchmarks" / "repro" / "converter_segfault_nan_weights.py"
-    spec = importlib.util.spec_from_file_location("converter_segfault_nan_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "repro" / "converter_segfault_nan_weights.py",
+                       "converter_segfault_nan_weights")
 
 
 def _nan_block():
