@@ -42,15 +42,14 @@ def held_out_images(data_dir: str, size: int, num_val: int, split_seed: int) -> 
 def noise_agreement(model, images: np.ndarray, seed: int = 0) -> dict:
     """The model against itself with +-0.5 grey-level noise on its (rounded) input pixels."""
     from keras_coordatt.applications import preprocess_input
-    from keras_coordatt.applications.imagenet_utils import IMAGENET_MEAN, IMAGENET_STD
+    from keras_coordatt.applications.imagenet_utils import pixels_from_preprocessed
     from keras_coordatt.tasks.detection_metrics import detection_agreement, relative_detections
 
     rng = np.random.default_rng(seed)
     size, fmt = model.image_size[0], model.bounding_box_format
     reference, noisy = [], []
     for start in range(0, len(images), 8):
-        pixels = np.round((images[start:start + 8] * IMAGENET_STD + IMAGENET_MEAN) * 255)
-        pixels = np.clip(pixels, 0, 255).astype("float32")
+        pixels = pixels_from_preprocessed(images[start:start + 8]).astype("float32")
         shaken = pixels + rng.uniform(-0.5, 0.5, pixels.shape).astype("float32")
         for target, batch in ((reference, pixels), (noisy, shaken)):
             target.append(relative_detections(model.predict_on_batch(preprocess_input(batch)),

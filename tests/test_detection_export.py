@@ -10,7 +10,6 @@ not write; the op list of the file (read by LiteRT); LiteRT's detections against
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 
@@ -21,6 +20,7 @@ from test_detection import ALPHA, SIZE, synthetic_batch
 from test_detection import numpy_iou as iou
 
 from keras_coordatt.applications import MobileNetV2, MobileNetV2CA, preprocess_input
+from keras_coordatt.applications.imagenet_utils import pixels_from_preprocessed
 from keras_coordatt.export import inspect_tflite
 from keras_coordatt.export.detection import (
     OUTPUT_NAMES,
@@ -31,7 +31,7 @@ from keras_coordatt.export.detection import (
 )
 from keras_coordatt.tasks import SSDLite
 
-from helpers import DATA_DIR, ROOT, calibrate_batchnorm, run_python
+from helpers import DATA_DIR, ROOT, calibrate_batchnorm, load_script, run_python
 
 pytestmark = pytest.mark.tflite
 
@@ -276,15 +276,6 @@ def test_cli_exports_a_saved_detector_with_the_op(detector, expected, tmp_path, 
     np.testing.assert_array_equal(found["num_detections"], expected["num_detections"])
 
 
-def _recipe_export():
-    """applications/detection/export.py, loaded by path."""
-    path = ROOT / "applications" / "detection" / "export.py"
-    spec = importlib.util.spec_from_file_location("detection_recipe_export_mp", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 LABELS = ["red", "blue"]  # the synthetic classes 0 and 1
 MEDIAPIPE_DETECT = """
 import json, sys
@@ -335,8 +326,9 @@ def test_mediapipe_object_detector_returns_the_litert_detections(detector, files
             assert name == LABELS[litert["labels"][b, k]]
             assert index in (None, litert["labels"][b, k])  # 1.2.2 leaves it unset (None)
     # applications/detection/export.py --mediapipe reads MediaPipe's result the same way, in
-    # this process, as relative yxyx boxes; and its to_pixels inverts preprocess_input.
-    recipe = _recipe_export()
+    # this process, as relative yxyx boxes; pixels_from_preprocessed inverts preprocess_input.
+    recipe = load_script(ROOT / "applications" / "detection" / "export.py",
+                         "detection_recipe_export_mp")
     ours = recipe.mediapipe_detections(str(path), images, LABELS)
     np.testing.assert_array_equal(ours["num_detections"], [len(f) for f in found])
     for b, detections in enumerate(found):
@@ -345,7 +337,7 @@ def test_mediapipe_object_detector_returns_the_litert_detections(detector, files
                                        [y, x, y + height, x + width], atol=1e-3)
             assert ours["labels"][b, k] == LABELS.index(name)
             assert ours["confidence"][b, k] == pytest.approx(score, abs=1e-6)
-    np.testing.assert_array_equal(recipe.to_pixels(preprocess_input(images)), images)
+    np.testing.assert_array_equal(pixels_from_preprocessed(preprocess_input(images)), images)
     assert recipe.mediapipe_vs_litert(litert, ours, SIZE) == {
         "same_counts": True, "same_labels": True, "max_box_pixel_gap": 0.0,
         "max_score_gap": pytest.approx(0.0, abs=1e-6)}

@@ -127,14 +127,6 @@ def _convert(mode, model, args, calibration, train_source, path):
     return qat
 
 
-def to_pixels(images) -> np.ndarray:
-    """Preprocessed images (``preprocess_input`` of 0..255 RGB) back to uint8 pixels."""
-    from keras_coordatt.applications.imagenet_utils import IMAGENET_MEAN, IMAGENET_STD
-
-    pixels = (np.asarray(images) * IMAGENET_STD + IMAGENET_MEAN) * 255.0
-    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
-
-
 def mediapipe_detections(path: str, pixels, class_names) -> dict:
     """MediaPipe ``ObjectDetector`` on uint8 images ``(B, S, S, 3)`` -> a detection dict with
     relative ``yxyx`` boxes (``detection_agreement``'s form); labels from category names."""
@@ -193,15 +185,17 @@ def mediapipe_check(model, calibration, val, class_names, path, min_score) -> di
     held-out images: MediaPipe's detections against LiteRT's (the same file, detection by
     detection) and against the Keras model's (on the same rounded pixels)."""
     from keras_coordatt.applications import preprocess_input
+    from keras_coordatt.applications.imagenet_utils import pixels_from_preprocessed
     from keras_coordatt.export.detection import export_detector_tflite, run_detector_tflite
     from keras_coordatt.tasks.detection_metrics import detection_agreement, relative_detections
 
-    export_detector_tflite(model, path, "int8", to_pixels(calibration), input_type="uint8",
+    export_detector_tflite(model, path, "int8", pixels_from_preprocessed(calibration),
+                           input_type="uint8",
                            labels=list(class_names))
     size, fmt = model.image_size[0], model.bounding_box_format
     litert, keras_found, mediapipe = [], [], []
     for images, _ in val:
-        pixels = to_pixels(images)
+        pixels = pixels_from_preprocessed(images)
         litert.append(run_detector_tflite(path, pixels))
         keras_found.append(relative_detections(
             model.predict_on_batch(preprocess_input(pixels.astype("float32"))), fmt, size))

@@ -59,6 +59,14 @@ def preprocess_input(x, data_format: str | None = None):
     return (x / 255.0 - mean_t) / std_t
 
 
+def pixels_from_preprocessed(x) -> np.ndarray:
+    """The inverse of :func:`preprocess_input` for channels_last images ``(..., H, W, 3)``:
+    uint8 RGB pixels (rounded, clipped to 0..255), e.g. for a file that takes uint8 input."""
+    x = np.asarray(x, dtype="float64")
+    pixels = (x * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
 @functools.lru_cache(maxsize=1)
 def _class_index() -> dict[int, tuple[str, str]]:
     with open(CLASS_INDEX_PATH, encoding="utf-8") as handle:
