@@ -70,6 +70,13 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
     ]
 
 
+def infer(model, inputs) -> np.ndarray:
+    """``model``'s inference-mode outputs for one batch ``inputs``, as NumPy: the computation of
+    ``predict``, called eagerly (a test that predicts once would spend longer tracing a predict
+    function than running it). ``model``: Keras 3 or tf_keras, without a custom predict step."""
+    return np.asarray(keras.ops.convert_to_numpy(model(inputs, training=False)))
+
+
 def randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
     """Non-trivial BN statistics, BN affine parameters and biases (BN at init is nearly an
     identity): gamma / moving variance uniform in [0.5, 1.5], beta / moving mean / bias

@@ -24,7 +24,7 @@ from keras_coordatt.tasks import (
 )
 from keras_coordatt.training import build_for_fit
 
-from helpers import DATA_DIR, calibrate_batchnorm, randomize_batchnorm
+from helpers import DATA_DIR, calibrate_batchnorm, infer, randomize_batchnorm
 
 PENNFUDAN = DATA_DIR / "pennfudan_instances"
 BUILDERS = {"mobilenet_v2": MobileNetV2, "mobilenext": MobileNeXt}
@@ -116,7 +116,7 @@ def test_head_parameters_match_a_hand_count_at_224():
     """Real size: MobileNetV2CA 1.0 at 224x224, V3+ decoder, 21 classes (VOC)."""
     base = MobileNetV2((224, 224, 3), include_top=False, weights=None, attention="ca")
     model = DeepLabV3(base, 21, decoder=True)
-    logits = model.predict(np.zeros((1, 224, 224, 3), "float32"), verbose=0)
+    logits = infer(model, np.zeros((1, 224, 224, 3), "float32"))
     assert logits.shape == (1, 224, 224, 21) and np.all(np.isfinite(logits))
     dropped = sum(base.get_layer(n).count_params() for n in ("head_conv", "head_bn"))
     bn = 4  # gamma, beta, moving mean, moving variance per channel
@@ -165,7 +165,7 @@ def test_compile_defaults_skip_the_ignore_label_like_numpy():
     rng = np.random.default_rng(2)
     labels = people.astype("int32") + (rng.random(people.shape) < 0.2)  # classes 0, 1, 2
     labels[rng.random(labels.shape) < 0.3] = 255
-    logits = model.predict(images, verbose=0)
+    logits = infer(model, images)
     valid = labels != 255
     picked = np.take_along_axis(_log_softmax(logits), np.where(valid, labels, 0)[..., None], -1)
     expected_loss = -picked[..., 0][valid].mean()
@@ -210,7 +210,7 @@ def test_dilated_backbones_give_the_deeplab_rates_and_sizes(family, stride):
     assert rates == [(rate, rate) for rate in expected]
     assert tuple(model.get_layer("aspp_concat").output.shape[1:3]) == (64 // stride,) * 2
     images, _ = pennfudan(64)
-    assert model.predict(images[:2], verbose=0).shape == (2, 64, 64, 3)
+    assert infer(model, images[:2]).shape == (2, 64, 64, 3)
 
 
 def _int8_setup(tmp_path):
@@ -245,13 +245,13 @@ def test_qat_int8_and_float32_tflite_agree_per_pixel(tmp_path):
     step = (reference.max() - reference.min()) / 255
     assert np.abs(int8 - reference).mean() <= 4 * step
     agree_qat = (int8.argmax(-1) == reference.argmax(-1)).mean()
-    logits = model.predict(images, verbose=0)
+    logits = infer(model, images)
     agree_keras = (int8.argmax(-1) == logits.argmax(-1)).mean()
     assert agree_qat >= 0.98 and agree_keras >= 0.85, (agree_qat, agree_keras)
     from keras_coordatt.export import LiteRTModel
 
     float_path = export_tflite(model, tmp_path / "float32.tflite", isolate=False)
-    expected = model.predict(images, verbose=0)
+    expected = infer(model, images)
     exported = LiteRTModel(float_path)(images)
     np.testing.assert_allclose(exported, expected, atol=1e-4 * np.abs(expected).max())
     assert (exported.argmax(-1) == expected.argmax(-1)).mean() >= 0.999
@@ -268,7 +268,7 @@ def test_tf_keras_twin_computes_the_same_logits():
     images, _ = pennfudan(64)
     twin = to_tf_keras(model)
     np.testing.assert_allclose(twin(images, training=False).numpy(),
-                               model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+                               infer(model, images), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.tflite
@@ -292,7 +292,7 @@ def test_dilated_convolutions_export_as_single_ops(tmp_path):
     assert [op.name for op in inspect_tflite(path)] == [
         "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D"]
     images = np.random.default_rng(4).normal(size=(2, 12, 12, 8)).astype("float32")
-    np.testing.assert_allclose(LiteRTModel(path)(images), model.predict(images, verbose=0),
+    np.testing.assert_allclose(LiteRTModel(path)(images), infer(model, images),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -386,7 +386,6 @@ def test_at_input_size_rebuilds_a_dynamic_segmenter_for_export():
     assert tuple(fixed.inputs[0].shape) == (None, 64, 64, 3)
     assert isinstance(fixed, type(dynamic)) and fixed.num_classes == 2
     images, _ = pennfudan(64)
-    np.testing.assert_allclose(fixed.predict(images, verbose=0),
-                               dynamic.predict(images, verbose=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(infer(fixed, images), infer(dynamic, images), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="multiple"):
         at_input_size(dynamic, 60)

@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from helpers import DATA_DIR, calibrate_batchnorm, run_python
+from helpers import DATA_DIR, calibrate_batchnorm, infer, run_python
 
 pytestmark = [pytest.mark.tflite, pytest.mark.mediapipe]
 
@@ -53,7 +53,7 @@ def keras_logits(segmenter, pennfudan):
     from keras_coordatt.applications import preprocess_input
 
     images, _ = pennfudan["heldout"]
-    return segmenter.predict(preprocess_input(images.astype("float32")), verbose=0)
+    return infer(segmenter, preprocess_input(images.astype("float32")))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_mediapipe_image_classifier_reads_labels_scores_and_normalization(pennfu
     write_metadata(pixels, CLASSES, version="1")
     scores = _classify(pixels, images)
     np.testing.assert_allclose(scores, _interpreter_logits(pixels, images), atol=1e-6)
-    expected = model.predict(preprocess_input(images.astype("float32")), verbose=0)
+    expected = infer(model, preprocess_input(images.astype("float32")))
     np.testing.assert_allclose(scores, expected, atol=1e-4)
 
     floats = export_tflite(model, tmp_path / "float.tflite")
@@ -214,7 +214,7 @@ def test_qat_model_with_uint8_input_is_all_int8(tmp_path):
     ops = inspect_tflite(path)
     assert [op.name for op in ops[:3]] == ["QUANTIZE", "SUB", "MUL"]
     assert ops[0].inputs == ("uint8",) and float_ops(ops) == []
-    expected = qat.predict(preprocess_input(pixels), verbose=0)
+    expected = infer(qat, preprocess_input(pixels))
     got = _interpreter_logits(path, pixels.astype(np.uint8))
     assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
 

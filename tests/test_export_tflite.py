@@ -25,7 +25,7 @@ from keras_coordatt.export import (  # noqa: E402
 )
 from keras_coordatt.training import build_for_fit  # noqa: E402
 
-from helpers import calibrate_batchnorm, load_cifar
+from helpers import calibrate_batchnorm, infer, load_cifar
 
 pytestmark = pytest.mark.tflite
 
@@ -211,7 +211,7 @@ def test_float32_matches_keras(models, cifar, tflite_dir, kind):
     path = export_tflite(model, tflite_dir / f"{kind}_f32.tflite")
     names = {op.name for op in inspect_tflite(path)}
     assert {"HARD_SWISH", "LOGISTIC", "MEAN", "CONV_2D"} <= names and "QUANTIZE" not in names
-    expected = model.predict(images[:32], verbose=0)
+    expected = infer(model, images[:32])
     result = evaluate_tflite(path, (images[:32], labels[:32]), progress=False, batch_size=16)
     np.testing.assert_allclose(result["predictions"], expected, atol=1e-4, rtol=0)
     assert result["num_examples"] == 32
@@ -227,7 +227,7 @@ def test_dynamic_shape_model_exports_at_given_size(cifar, tflite_dir):
     runner = LiteRTModel(path)
     assert not runner.dynamic_batch and runner.batch_size == 1
     np.testing.assert_allclose(
-        runner(images[:3]), model.predict(images[:3], verbose=0), atol=1e-4, rtol=0
+        runner(images[:3]), infer(model, images[:3]), atol=1e-4, rtol=0
     )
 
 
@@ -243,7 +243,7 @@ def test_float16_and_dynamic_range(models, cifar, tflite_dir, mode, tolerance):
     images, _ = cifar
     model = models["MobileNetV2CA"]
     path = export_tflite(model, tflite_dir / f"{mode}.tflite", mode=mode)
-    expected = model.predict(images[:16], verbose=0)
+    expected = infer(model, images[:16])
     actual = LiteRTModel(path)(images[:16])
     spread = expected.max() - expected.min()
     assert np.abs(actual - expected).max() < tolerance * spread
@@ -268,7 +268,7 @@ def test_ptq_int8_is_all_integer(models, cifar, tflite_dir, kind, int8_io):
     )
     _assert_all_integer(path, int8_io)
     result = evaluate_tflite(path, (images[:32], labels[:32]), progress=False)
-    expected = model.predict(images[:32], verbose=0)
+    expected = infer(model, images[:32])
     spread = expected.max() - expected.min()
     # Post-training int8 of an untrained network: close to the float model, not identical.
     assert np.abs(result["predictions"] - expected).mean() < 0.1 * spread
@@ -401,7 +401,7 @@ def test_qat_model_and_its_int8_tflite_agree_end_to_end(trained_small_qat, cifar
     path = export_tflite(qat, tflite_dir / f"small_qat_{int8_io}.tflite", "int8",
                          int8_io=int8_io)
     assert float_ops(inspect_tflite(path), allow_float_io=not int8_io) == []
-    expected = qat.predict(images, verbose=0)
+    expected = infer(qat, images)
     result = evaluate_tflite(path, (images, labels), progress=False)
     steps = np.abs(result["predictions"] - expected) / _output_scale(path)
     assert steps.max() <= 3, steps.max()
@@ -449,7 +449,7 @@ def test_quantized_attention_block_op_lists(tmp_path):
         assert counts == ops_expected, (name, counts)
         assert float_ops(ops) == []
         # Both outputs lie on the output quantization grid: compare whole steps.
-        diff = np.abs(LiteRTModel(path)(images) - qat.predict(images, verbose=0))
+        diff = np.abs(LiteRTModel(path)(images) - infer(qat, images))
         assert np.rint(diff / _output_scale(path)).max() <= 3
 
 

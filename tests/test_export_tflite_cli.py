@@ -10,7 +10,7 @@ from keras_coordatt.applications import MobileNetV2CA, preprocess_input
 from keras_coordatt.cli import main
 from keras_coordatt.export import LiteRTModel, float_ops, inspect_tflite
 
-from helpers import CIFAR_DIR, load_cifar
+from helpers import CIFAR_DIR, infer, load_cifar
 
 pytestmark = pytest.mark.tflite
 
@@ -88,7 +88,7 @@ def test_qat_model_file_exports_int8(trained_weights, tmp_path, capsys):
     code, printed, err = _run(out, "--qat-model", saved, "--mode", "int8", capsys=capsys)
     assert code == 0, err
     assert float_ops(inspect_tflite(out)) == []
-    steps = np.abs(LiteRTModel(out)(images) - qat.predict(images, verbose=0))
+    steps = np.abs(LiteRTModel(out)(images) - infer(qat, images))
     scale = LiteRTModel(out).interpreter.get_output_details()[0]["quantization"][0] or 1 / 256
     assert np.median(steps) <= 3 * scale
 

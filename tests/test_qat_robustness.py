@@ -15,7 +15,7 @@ from keras_coordatt.export import tflite as tflite_module
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
 from keras_coordatt.export.tflite import inspect_tflite
 
-from helpers import ROOT, load_script
+from helpers import ROOT, infer, load_script
 
 pytestmark = [pytest.mark.qat, pytest.mark.tflite]
 
@@ -105,10 +105,10 @@ def test_dead_units_keep_every_op_int8(dead_network, images, tmp_path):
     assert ranges["quant_block4_ca/pool_h_q"] == pytest.approx((0.0, MIN_RANGE_WIDTH))
     assert all(high - low >= MIN_RANGE_WIDTH * 0.999 for low, high in ranges.values()), ranges
     qat_path = export_tflite(qat, tmp_path / "qat.tflite", mode="int8")
-    assert _steps(qat_path, qat.predict(images, verbose=0), images)["max_steps"] <= 3
+    assert _steps(qat_path, infer(qat, images), images)["max_steps"] <= 3
     ptq_path = export_tflite(model, tmp_path / "ptq.tflite", mode="int8",
                              representative_dataset=images)
-    assert _steps(ptq_path, model.predict(images, verbose=0), images)["mean_steps"] <= 1.5
+    assert _steps(ptq_path, infer(model, images), images)["mean_steps"] <= 1.5
 
 
 def _smallest_scale(path, name_part: str) -> float:
@@ -150,7 +150,7 @@ def _check_the_floor(qat, images, tmp_path) -> None:
     assert _smallest_scale(raw, "block4_ca") < 1e-7
     fixed = export_tflite(qat, tmp_path / "widened.tflite", mode="int8")  # strict: all int8
     assert _smallest_scale(fixed, "block4_ca") >= MIN_RANGE_WIDTH / 256 * 0.99
-    assert _steps(fixed, qat.predict(images, verbose=0), images)["max_steps"] <= 3
+    assert _steps(fixed, infer(qat, images), images)["max_steps"] <= 3
     assert _dead_block_ranges(qat)["quant_block4_ca/pool_h_q"] == (0.0, 0.0)  # unchanged
 
 
