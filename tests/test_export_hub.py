@@ -254,6 +254,34 @@ def test_interface_and_parity(
         assert len(trainable.trainable_weights) == result.num_trainable_variables
 
 
+class _RecordsTraces(keras.layers.Layer):
+    """Identity that records the ``training`` flag of every Python call (in a traced function:
+    every trace)."""
+
+    def __init__(self, record, **kwargs):
+        super().__init__(**kwargs)
+        self.record = record  # a function (Keras would copy a list into a tracked one)
+
+    def call(self, inputs, training=None):
+        self.record(bool(training))
+        return inputs
+
+
+def test_export_traces_the_network_once_per_training_flag(tmp_path):
+    """tf.function keys its traces by the save context: functions traced before
+    tf.saved_model.save are traced again inside it unless traced in that context. The export
+    traces the network twice in all (training False and True), not four times."""
+    calls = []
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+    x = _RecordsTraces(calls.append)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    calls.clear()
+    export_hub(model, tmp_path / "once", "classification", weights=None, model_card=False)
+    assert sorted(calls) == [False, True]
+
+
 def test_default_graph_optimisations(exports, mbv2ca, imagenet_images):
     """With grappler on (TensorFlow's default) the export differs from the eager Keras model
     by float32 rounding only."""

@@ -159,6 +159,26 @@ def walk_layers(model) -> list:
 
 
 @contextlib.contextmanager
+def traced_for_saving(tf: Any, options: Any) -> Iterator[None]:
+    """Traces in the context ``tf.saved_model.save(..., options=options)`` saves in.
+
+    tf.function keys its traces by the save options' variable policy, so ``save`` traces every
+    function traced outside a save context once more (the network twice for ``__call__``);
+    traced here, ``save`` finds them. Without TensorFlow's ``save_context`` module (a private
+    one) the functions are traced twice, with the same result.
+    """
+    try:
+        from tensorflow.python.saved_model import save_context
+    except ImportError:  # pragma: no cover - present in every TensorFlow 2.x release
+        save_context = None
+    if save_context is None or save_context.in_save_context():
+        yield
+        return
+    with save_context.save_context(options):
+        yield
+
+
+@contextlib.contextmanager
 def batch_norm_frozen(model, enabled: bool) -> Iterator[None]:
     """Sets ``trainable=False`` on every BatchNormalization layer while tracing (Keras 3 then
     runs them in inference mode whatever ``training`` is), and restores the flags after."""

@@ -59,6 +59,7 @@ from keras_coordatt.export._hub_graph import (
     batch_norm_momenta,
     build_root,
     plan_export,
+    traced_for_saving,
     walk_layers,
 )
 from keras_coordatt.export._staging import check_target, staged_directory
@@ -242,11 +243,7 @@ def export_hub(
     plan = plan_export(model, kind)
     tf = import_tensorflow()
     with staged_directory(target) as staging:
-        # tf.saved_model.save traces the functions again (in its save context): keep the
-        # BatchNorm freeze until it is done.
-        with batch_norm_frozen(model, freeze_batch_norm):
-            root, signatures, variables = build_root(plan, kind, preprocessing, tf)
-            tf.saved_model.save(root, str(staging), signatures=signatures)
+        root, variables = _save(model, plan, kind, preprocessing, freeze_batch_norm, staging, tf)
         card_path = None
         if model_card:
             text = _model_card_text(model, plan, kind, variables, card, freeze_batch_norm,
@@ -263,6 +260,19 @@ def export_hub(
         num_trainable_variables=len(root.trainable_variables),
         model_card=card_path,
     )
+
+
+def _save(model, plan: Plan, kind: str, preprocessing: str | None, freeze_batch_norm: bool,
+          directory: Path, tf: Any) -> tuple[Any, list]:
+    """Traces the root object once, in the context ``tf.saved_model.save`` saves in (traced
+    outside it, save traces every function again), and saves it to ``directory``; returns the
+    root and its variables. The BatchNorm freeze holds until save is done."""
+    options = tf.saved_model.SaveOptions()
+    with batch_norm_frozen(model, freeze_batch_norm):
+        with traced_for_saving(tf, options):
+            root, signatures, variables = build_root(plan, kind, preprocessing, tf)
+        tf.saved_model.save(root, str(directory), signatures=signatures, options=options)
+    return root, variables
 
 
 def _check_choices(kind: str, preprocessing: str | None) -> None:
