@@ -70,11 +70,18 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
     ]
 
 
-def infer(model, inputs) -> np.ndarray:
-    """``model``'s inference-mode outputs for one batch ``inputs``, as NumPy: the computation of
-    ``predict``, called eagerly (a test that predicts once would spend longer tracing a predict
-    function than running it). ``model``: Keras 3 or tf_keras, without a custom predict step."""
-    return np.asarray(keras.ops.convert_to_numpy(model(inputs, training=False)))
+def infer(model, inputs):
+    """``model``'s inference-mode outputs for one batch ``inputs``, as NumPy (a list for several
+    outputs): the computation of ``predict``. Called eagerly on TensorFlow and PyTorch (a test
+    that predicts once would spend longer tracing a predict function than running it); on JAX
+    one jit-compiled ``predict_on_batch`` (JAX compiles every op of an eager call on its own,
+    several times slower the first time). ``model``: Keras 3 or tf_keras, without a custom
+    predict step."""
+    if keras.backend.backend() == "jax" and isinstance(model, keras.Model):
+        outputs = model.predict_on_batch(inputs)
+    else:
+        outputs = model(inputs, training=False)
+    return keras.tree.map_structure(lambda x: np.asarray(keras.ops.convert_to_numpy(x)), outputs)
 
 
 def randomize_batchnorm(model: keras.Model, seed: int = 0) -> None:
