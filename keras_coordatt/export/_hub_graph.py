@@ -159,7 +159,7 @@ def walk_layers(model) -> list:
 
 
 @contextlib.contextmanager
-def traced_for_saving(tf: Any, options: Any) -> Iterator[None]:
+def traced_for_saving(options: Any) -> Iterator[None]:
     """Traces in the context ``tf.saved_model.save(..., options=options)`` saves in.
 
     tf.function keys its traces by the save options' variable policy, so ``save`` traces every

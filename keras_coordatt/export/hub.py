@@ -269,7 +269,7 @@ def _save(model, plan: Plan, kind: str, preprocessing: str | None, freeze_batch_
     root and its variables. The BatchNorm freeze holds until save is done."""
     options = tf.saved_model.SaveOptions()
     with batch_norm_frozen(model, freeze_batch_norm):
-        with traced_for_saving(tf, options):
+        with traced_for_saving(options):
             root, signatures, variables = build_root(plan, kind, preprocessing, tf)
         tf.saved_model.save(root, str(directory), signatures=signatures, options=options)
     return root, variables
