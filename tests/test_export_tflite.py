@@ -474,3 +474,56 @@ def test_evaluate_tflite_inputs(models, cifar, tflite_dir, capsys):
     assert unlabelled["accuracy"] is None and unlabelled["num_examples"] == 5
     with pytest.raises(ValueError, match="empty"):
         evaluate_tflite(path, [], progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The conversion's shortcuts through TensorFlow's private steps
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.qat
+def test_conversion_shortcuts_give_what_the_public_path_gives(tmp_path, monkeypatch):
+    """``freeze_variables`` and the worker's converter skip TensorFlow's re-pruning of the
+    frozen graph: float32, PTQ int8 and QAT int8 give the GraphDef and the .tflite bytes of
+    TensorFlow's public functions (a small CA network: the shortcut does not depend on size)."""
+    from keras_coordatt.export import _convert_worker
+    from keras_coordatt.export import tflite as tflite_module
+
+    quantization = _requires_qat()
+    model = _tiny_keras3_model()
+    images = np.random.default_rng(0).normal(size=(8, 16, 16, 3)).astype("float32")
+    qat = quantization.quantize_model(model, calibration_data=images)
+    requests = []
+    run_converter = tflite_module._run_converter
+
+    def recording(request, graph_def, samples, isolate):
+        requests.append((request, graph_def, samples))
+        return run_converter(request, graph_def, samples, isolate)
+
+    monkeypatch.setattr(tflite_module, "_run_converter", recording)
+    export_tflite(model, tmp_path / "float32.tflite")
+    export_tflite(model, tmp_path / "ptq.tflite", "int8", representative_dataset=images)
+    export_tflite(qat, tmp_path / "qat.tflite", "int8")
+    assert [(r["mode"], r["qat"]) for r, _, _ in requests] == [
+        ("float32", False), ("int8", False), ("int8", True)]
+    for index, (request, graph_def, samples) in enumerate(requests):
+        files = []
+        for refreeze in (False, True):
+            folder = tmp_path / f"{index}_{refreeze}"
+            folder.mkdir()
+            tflite_module.write_request(folder, request, graph_def, samples)
+            assert _convert_worker.main(str(folder), refreeze=refreeze) == 0
+            files.append((folder / "model.tflite").read_bytes())
+        assert files[0] == files[1], request["mode"]
+        assert files[0] == (tmp_path / ("float32", "ptq", "qat")[index]).with_suffix(
+            ".tflite").read_bytes()
+
+    for network in (model, qat):
+        spec = tf.TensorSpec((1, 16, 16, 3), tf.float32)
+        function = tf.function(lambda x, m=network: m(x, training=False),
+                               input_signature=[spec]).get_concrete_function()
+        shortcut, public = (tflite_module.freeze_variables(function, public_api=flag)
+                            for flag in (False, True))
+        assert len(shortcut.node) > 10
+        assert (shortcut.SerializeToString(deterministic=True)
+                == public.SerializeToString(deterministic=True))

@@ -195,29 +195,54 @@ def _frozen_graph(tf, model, shape, batch_size, pixels: ImageInput | None = None
     concrete function itself (no lowering through a SavedModel: that kept a Keras 3 model's
     variables as VAR_HANDLE ops and made a QAT conversion trace every learning-phase branch).
     """
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2_as_graph,
-    )
-
     dtype = pixels.input_dtype(tf, mode) if pixels else tf.float32
     spec = tf.TensorSpec((batch_size, *shape), dtype, name="inputs")
     call = pixels.wrap(tf, model, qat) if pixels else lambda x: model(x, training=False)
     serve = tf.function(call if head is None else lambda x: head(call(x)),
                         input_signature=[spec])
-    frozen, graph_def = convert_variables_to_constants_v2_as_graph(
-        serve.get_concrete_function(), lower_control_flow=False, aggressive_inlining=True
-    )
-    return graph_def, frozen.inputs[0].name, [tensor.name for tensor in frozen.outputs]
+    function = serve.get_concrete_function()
+    return (freeze_variables(function), function.inputs[0].name,
+            [tensor.name for tensor in function.outputs])
+
+
+def freeze_variables(function, public_api: bool = False):
+    """The ``GraphDef`` of a concrete function with every variable a constant and every function
+    call inlined (``convert_variables_to_constants_v2_as_graph(lower_control_flow=False,
+    aggressive_inlining=True)``'s graph; node names unchanged).
+
+    That public function also rebuilds the frozen graph as a concrete function, which prunes it
+    op by op in Python (a second or two at 224x224) to give a result we do not use; this calls
+    the step before it, ``_replace_variables_by_constants``, and falls back to the public
+    function (``public_api=True``, or a TensorFlow without that step). Both give the same bytes
+    (tests/test_export_tflite.py).
+    """
+    from tensorflow.python.framework import convert_to_constants as constants
+
+    options = {"lower_control_flow": False, "aggressive_inlining": True}
+    if not public_api:
+        try:
+            data = constants._FunctionConverterDataInEager(func=function, **options)  # noqa: SLF001
+            replace = constants._replace_variables_by_constants  # noqa: SLF001
+        except (AttributeError, TypeError):
+            pass
+        else:
+            return replace(converter_data=data)[0]
+    return constants.convert_variables_to_constants_v2_as_graph(function, **options)[1]
+
+
+def write_request(folder: Path, request: dict, graph_def, samples) -> None:
+    """The request folder ``_convert_worker.main`` reads."""
+    (folder / "request.json").write_text(json.dumps(request))
+    (folder / "graph.pb").write_bytes(graph_def.SerializeToString())
+    if samples is not None:
+        np.save(folder / "calibration.npy", samples)
 
 
 def _run_converter(request: dict, graph_def, samples, isolate: bool) -> bytes:
     """Converts in a child process (``isolate``) or in this one; returns the flatbuffer."""
     with tempfile.TemporaryDirectory(prefix="keras_coordatt_tflite_") as folder:
         folder = Path(folder)
-        (folder / "request.json").write_text(json.dumps(request))
-        (folder / "graph.pb").write_bytes(graph_def.SerializeToString())
-        if samples is not None:
-            np.save(folder / "calibration.npy", samples)
+        write_request(folder, request, graph_def, samples)
         if isolate:
             _convert_in_child(folder)
         else:
