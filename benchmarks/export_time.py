@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -90,17 +89,6 @@ def measure(builder_name: str, mode: str, alpha: float, images: np.ndarray, repe
     return {key: statistics.median(values) for key, values in times.items()}
 
 
-def _machine() -> str:
-    """The CPU's model name where Linux gives it, else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", required=True, help="real images (folder or .npy)")
@@ -127,14 +115,15 @@ def main(argv=None) -> int:
                     f"{t['convert_public']:.2f} | {t['convert_public'] / t['convert']:.2f} | "
                     f"{both:.2f} |")
                 print(rows[-1], flush=True)
-    import tensorflow as tf
+    from keras_coordatt.benchmark import machine_info
 
+    machine = machine_info()
     command = "python benchmarks/export_time.py " + " ".join(argv or sys.argv[1:])
     report = "\n".join([
         "# export_tflite: freezing and conversion, shortcut vs public path", "",
         f"Command: `{command}`", "",
-        f"Machine: {_machine()}, {os.cpu_count()} cores; "
-        f"TensorFlow {tf.__version__}; alpha {args.alpha}, 224x224, batch 1, medians of "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores; "
+        f"TensorFlow {machine['tensorflow']}; alpha {args.alpha}, 224x224, batch 1, medians of "
         f"{args.repeats} interleaved runs. Both paths gave the same GraphDef and the same "
         ".tflite bytes in every run.", "", *rows, "",
     ])

@@ -21,13 +21,19 @@ import traceback
 from pathlib import Path
 
 
-def _concrete_function(tf, graph_def, input_name: str, output_names: list[str]):
-    """The frozen graph as a concrete function ``inputs -> outputs``."""
+def _imported_graph(tf, graph_def):
+    """``graph_def`` imported into a function without inputs or outputs (its graph holds every
+    tensor by name)."""
 
     def import_graph():
         tf.compat.v1.import_graph_def(graph_def, name="")
 
-    wrapped = tf.compat.v1.wrap_function(import_graph, [])
+    return tf.compat.v1.wrap_function(import_graph, [])
+
+
+def _concrete_function(tf, graph_def, input_name: str, output_names: list[str]):
+    """The frozen graph as a concrete function ``inputs -> outputs``."""
+    wrapped = _imported_graph(tf, graph_def)
     graph = wrapped.graph
     return wrapped.prune(
         graph.as_graph_element(input_name), [graph.as_graph_element(n) for n in output_names]
@@ -51,10 +57,7 @@ def _frozen_graph_converter(tf, graph_def, input_name: str, output_names: list[s
         function = _concrete_function(tf, graph_def, input_name, output_names)
         return converter_class.from_concrete_functions([function])
 
-    def import_graph():
-        tf.compat.v1.import_graph_def(graph_def, name="")
-
-    imported = tf.compat.v1.wrap_function(import_graph, [])
+    imported = _imported_graph(tf, graph_def)
     inputs = [imported.graph.get_tensor_by_name(input_name)]
     outputs = [imported.graph.get_tensor_by_name(name) for name in output_names]
     converter = converter_class.from_concrete_functions([imported])
