@@ -50,6 +50,7 @@ def measure(builder_name: str, mode: str, alpha: float, images: np.ndarray, repe
     from keras_coordatt.applications import preprocess_input
     from keras_coordatt.export import _convert_worker
     from keras_coordatt.export import tflite as tflite_module
+    from keras_coordatt.export._request import conversion_request, write_request
 
     keras.utils.set_random_seed(0)
     model = getattr(applications, builder_name)(input_shape=(224, 224, 3), alpha=alpha,
@@ -70,14 +71,12 @@ def measure(builder_name: str, mode: str, alpha: float, images: np.ndarray, repe
         if (graph_def.SerializeToString(deterministic=True)
                 != public.SerializeToString(deterministic=True)):
             raise SystemExit(f"{builder_name}: the two frozen graphs differ")
-        request = {"mode": mode, "qat": False, "int8_io": False,
-                   "input": function.inputs[0].name,
-                   "outputs": [t.name for t in function.outputs],
-                   "min_range_width": tflite_module.MIN_RANGE_WIDTH, "uint8_input": False}
+        request = conversion_request(
+            mode, False, function.inputs[0].name, [t.name for t in function.outputs])
         for refreeze, key in ((False, "convert"), (True, "convert_public")):
             request_folder = folder / f"{builder_name}_{mode}_{repeat}_{refreeze}"
             request_folder.mkdir()
-            tflite_module.write_request(request_folder, request, graph_def, samples)
+            write_request(request_folder, request, graph_def, samples)
             seconds, status = _timed(
                 lambda f=request_folder, r=refreeze: _convert_worker.main(str(f), refreeze=r))
             if status != 0:

@@ -488,6 +488,7 @@ def test_conversion_shortcuts_give_what_the_public_path_gives(tmp_path, monkeypa
     TensorFlow's public functions (a small CA network: the shortcut does not depend on size)."""
     from keras_coordatt.export import _convert_worker
     from keras_coordatt.export import tflite as tflite_module
+    from keras_coordatt.export._request import write_request
 
     quantization = _requires_qat()
     model = _tiny_keras3_model()
@@ -511,7 +512,7 @@ def test_conversion_shortcuts_give_what_the_public_path_gives(tmp_path, monkeypa
         for refreeze in (False, True):
             folder = tmp_path / f"{index}_{refreeze}"
             folder.mkdir()
-            tflite_module.write_request(folder, request, graph_def, samples)
+            write_request(folder, request, graph_def, samples)
             assert _convert_worker.main(str(folder), refreeze=refreeze) == 0
             files.append((folder / "model.tflite").read_bytes())
         assert files[0] == files[1], request["mode"]

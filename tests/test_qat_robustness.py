@@ -13,6 +13,7 @@ import tensorflow as tf
 from keras_coordatt.export import ConversionError, export_tflite, float_ops
 from keras_coordatt.export import tflite as tflite_module
 from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
+from keras_coordatt.export._request import conversion_request
 from keras_coordatt.export.tflite import inspect_tflite
 
 from helpers import ROOT, infer, load_script
@@ -141,8 +142,7 @@ def test_degenerate_ranges_would_break_the_export_without_the_floor(Q, dead_netw
 def _check_the_floor(qat, images, tmp_path) -> None:
     assert _dead_block_ranges(qat)["quant_block4_ca/pool_h_q"] == (0.0, 0.0)
     graph_def, input_name, outputs = tflite_module._frozen_graph(tf, qat, (SIZE, SIZE, 3), None)
-    request = {"mode": "int8", "qat": True, "int8_io": False, "input": input_name,
-               "outputs": outputs, "min_range_width": MIN_RANGE_WIDTH}
+    request = conversion_request("int8", True, input_name, outputs)
     raw = tmp_path / "raw.tflite"
     raw.write_bytes(tflite_module._run_converter(request, graph_def, None, isolate=True))
     bad = float_ops(inspect_tflite(raw))
@@ -184,8 +184,7 @@ def test_real_converter_crash_becomes_conversion_error(tmp_path):
     first_child = CONVERTER._child.pid
     qat = _nan_block()
     graph_def, input_name, outputs = tflite_module._frozen_graph(tf, qat, (16, 16, 16), None)
-    request = {"mode": "int8", "qat": True, "int8_io": False, "input": input_name,
-               "outputs": outputs, "min_range_width": MIN_RANGE_WIDTH}
+    request = conversion_request("int8", True, input_name, outputs)
     with pytest.raises(ConversionError, match="crashed \\(SIGSEGV\\)"):
         tflite_module._run_converter(request, graph_def, None, isolate=True)
     export_tflite(healthy, tmp_path / "ok.tflite", mode="int8")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -16,7 +15,8 @@ import numpy as np
 from keras_coordatt.export._data import DataLike, calibration_samples
 from keras_coordatt.export._dilation import direct_dilated_convolutions
 from keras_coordatt.export._image_input import ImageInput, image_input
-from keras_coordatt.export._ranges import MIN_RANGE_WIDTH, range_pairs, widen_range
+from keras_coordatt.export._ranges import range_pairs, widen_range
+from keras_coordatt.export._request import conversion_request, write_request
 
 MODES = ("float32", "float16", "dynamic", "int8")
 TF_EXTRA_HINT = "TFLite export needs TensorFlow: pip install 'keras-coordatt[tf]'"
@@ -230,14 +230,6 @@ def freeze_variables(function, public_api: bool = False):
     return constants.convert_variables_to_constants_v2_as_graph(function, **options)[1]
 
 
-def write_request(folder: Path, request: dict, graph_def, samples) -> None:
-    """The request folder ``_convert_worker.main`` reads."""
-    (folder / "request.json").write_text(json.dumps(request))
-    (folder / "graph.pb").write_bytes(graph_def.SerializeToString())
-    if samples is not None:
-        np.save(folder / "calibration.npy", samples)
-
-
 def _run_converter(request: dict, graph_def, samples, isolate: bool) -> bytes:
     """Converts in a child process (``isolate``) or in this one; returns the flatbuffer."""
     with tempfile.TemporaryDirectory(prefix="keras_coordatt_tflite_") as folder:
@@ -286,9 +278,8 @@ def _convert(model, mode, qat, shape, batch_size, representative_dataset, steps,
             direct_dilated_convolutions(tf):
         graph_def, input_name, output_names = _frozen_graph(tf, model, shape, batch_size,
                                                             pixels, mode, qat, head)
-    request = {"mode": mode, "qat": qat, "int8_io": int8_io, "input": input_name,
-               "outputs": output_names, "min_range_width": MIN_RANGE_WIDTH,
-               "uint8_input": pixels is not None, **(extra_request or {})}
+    request = conversion_request(mode, qat, input_name, output_names, int8_io=int8_io,
+                                 uint8_input=pixels is not None, **(extra_request or {}))
     return _run_converter(request, graph_def, samples, isolate)
 
 
